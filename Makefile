@@ -1,0 +1,28 @@
+# `make run` and `make test` set everything up on a fresh machine, then run.
+PYTHON ?= python3.11
+VENV ?= .venv
+export KEDRO_DISABLE_TELEMETRY := 1
+
+.PHONY: setup run test viz repro
+setup: $(VENV)/.installed data/01_raw/fashion-mnist/t10k-labels-idx1-ubyte.gz
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e ".[test]"
+	touch $@
+
+data/01_raw/fashion-mnist/t10k-labels-idx1-ubyte.gz:
+	PYTHON=$(VENV)/bin/python bash scripts/fetch_fashion_mnist.sh
+
+run: setup
+	$(VENV)/bin/kedro run
+
+test: setup
+	$(VENV)/bin/python -m pytest
+
+viz: setup
+	$(VENV)/bin/kedro viz run --host 127.0.0.1 --port 4141 --no-browser
+
+repro: setup
+	$(VENV)/bin/dvc repro

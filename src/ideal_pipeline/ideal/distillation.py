@@ -1,0 +1,72 @@
+"""IDEAL stage 2, distillation on teacher-labelled synthetic samples (no queries here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ideal_pipeline.ideal.generation import to_float
+
+
+@dataclass
+class DistillSettings:
+    batch_size: int = 250
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    epochs: int = 1
+
+
+def distill(
+    student: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: DistillSettings,
+    seed: int,
+    device: torch.device,
+    progress=None,
+) -> list[float]:
+    """Train `student` in place on (uint8 images (N, C, H, W), int64 labels (N,)).
+
+    No flips or crops: a transformed image is a new image whose label was never paid for.
+    Returns the mean loss of each epoch.
+    """
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    rng = torch.Generator().manual_seed(seed)
+    student.to(device).train()
+    optimizer = torch.optim.SGD(
+        student.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+    )
+    epoch_losses = []
+    for _ in range(settings.epochs):
+        order = torch.randperm(len(images), generator=rng)
+        total, seen = 0.0, 0
+        for start in range(0, len(order), settings.batch_size):
+            index = order[start : start + settings.batch_size]
+            x = to_float(images[index]).to(device)
+            y = labels[index].to(device)
+            loss = F.cross_entropy(student(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(index)
+            seen += len(index)
+            if progress is not None:
+                progress(len(index))
+        epoch_losses.append(total / max(seen, 1))
+    return epoch_losses
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 1000) -> torch.Tensor:
+    """Top-1 predictions (N,) int64 for uint8 images (N, C, H, W)."""
+    model.to(device).eval()
+    out = [
+        model(to_float(images[i : i + batch_size]).to(device)).argmax(1).cpu()
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.int64)

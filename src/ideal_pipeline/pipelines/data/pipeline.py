@@ -1,0 +1,7 @@
+from kedro.pipeline import Pipeline, node
+
+from ideal_pipeline.pipelines.data.nodes import load_real_data
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline([node(load_real_data, "params:data", ["real_train", "real_test"], name="load_real_data")])

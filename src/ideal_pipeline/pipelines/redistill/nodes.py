@@ -1,0 +1,44 @@
+"""Nodes of the `redistill` pipeline: zero queries, only the labels already paid for."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+
+from ideal_pipeline.ideal.distillation import DistillSettings, distill
+from ideal_pipeline.runtime import build_student, load_student, resolve_device, set_threads, settings_from, state_to_tensors
+
+logger = logging.getLogger(__name__)
+
+INITS = ("final_student", "fresh")
+
+
+def redistill_student(
+    final_student: dict[str, torch.Tensor],
+    teacher_api: dict[str, Any],
+    params: dict[str, Any],
+    student_params: dict[str, Any],
+    *pool: torch.Tensor,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Several epochs on the pool, from the round-by-round student or from scratch."""
+    set_threads(params.get("num_threads"))
+    architecture = student_params["architecture"]
+    torch.manual_seed(params["seed"])
+    if params["init"] == "final_student":
+        student = load_student(architecture, teacher_api, final_student)
+    elif params["init"] == "fresh":
+        student = build_student(architecture, teacher_api)
+    else:
+        raise ValueError(f"unknown redistill.init {params['init']!r}; choose one of {INITS}")
+    images, labels = torch.cat(pool[0::2]), torch.cat(pool[1::2])
+    started = time.perf_counter()
+    losses = distill(
+        student, images, labels, settings_from(DistillSettings, params["distill"], "redistill.distill"),
+        seed=params["seed"], device=resolve_device(params["device"]),
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    logger.info("re-distilled on %d pooled samples, %d epochs, 0 queries, %.0f s", len(labels), len(losses), seconds)
+    return state_to_tensors(student.cpu()), {"epoch_losses": losses, "pool_size": len(labels), "queries_used": 0, "seconds": seconds}

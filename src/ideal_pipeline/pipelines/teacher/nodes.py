@@ -1,0 +1,58 @@
+"""Nodes of the `teacher` pipeline: the model owner's side."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from ideal_pipeline.ideal.distillation import predict
+from ideal_pipeline.models.classifiers import build_classifier
+from ideal_pipeline.models.training import train_classifier
+from ideal_pipeline.runtime import resolve_device, set_threads
+
+logger = logging.getLogger(__name__)
+
+
+def train_victim_teacher(real_train: dict[str, torch.Tensor], params: dict[str, Any]) -> tuple[tuple[nn.Module, torch.Tensor], dict]:
+    """Train the victim on real data; returns (model, example input) for a self-contained model file."""
+    set_threads(params.get("num_threads"))
+    images, labels = real_train["images"], real_train["labels"]
+    channels, size = images.shape[1], images.shape[2]
+    model = build_classifier(params["architecture"], channels, int(params["num_classes"]), size)
+    started = time.perf_counter()
+    losses = train_classifier(
+        model, images, labels, params["epochs"], params["batch_size"], params["lr"],
+        params["weight_decay"], params["seed"], resolve_device(params["device"]),
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    logger.info("victim teacher trained: %d epochs in %.0f s, final loss %.4f", params["epochs"], seconds, losses[-1])
+    example = images[:2].float().div(255.0)
+    return (model.cpu().eval(), example), {"epoch_losses": losses, "seconds": seconds}
+
+
+def evaluate_victim_teacher(
+    victim_teacher: nn.Module, real_test: dict[str, torch.Tensor], params: dict[str, Any]
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The owner's own test predictions and accuracy of the served model file."""
+    predictions = predict(victim_teacher, real_test["images"], torch.device("cpu"))
+    accuracy = (predictions == real_test["labels"]).float().mean().item()
+    logger.info("victim teacher test accuracy: %.2f%%", 100 * accuracy)
+    return predictions, {"teacher_accuracy": accuracy, "test_samples": len(predictions)}
+
+
+def publish_teacher_api(victim_teacher: nn.Module, real_test: dict[str, torch.Tensor], params: dict[str, Any]) -> dict[str, Any]:
+    """What the owner tells API users: input shape, classes, and where to send images."""
+    channels, height, width = real_test["images"].shape[1:]
+    with torch.inference_mode():
+        victim_teacher(torch.zeros(1, channels, height, width))  # the published shape must work
+    return {
+        "kind": "model_file",
+        "model_path": params["published_model_path"],
+        "input_shape": [int(channels), int(height), int(width)],
+        "num_classes": int(params["num_classes"]),
+        "class_names": list(params.get("class_names") or range(params["num_classes"])),
+    }

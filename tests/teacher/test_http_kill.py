@@ -1,0 +1,113 @@
+"""A labelling process SIGKILLed mid-run and restarted pays each sample exactly once.
+
+Both sides are real processes: the server is `ideal-teacher serve` (the CLI, a .pt2 model,
+every answer slowed down), the client a small script using AccountedTeacher + HttpTeacher.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+import ideal_pipeline
+from ideal_pipeline.models.classifiers import LeNet
+from ideal_pipeline.teacher.blackbox import image_key
+from ideal_pipeline.teacher.ledger import QueryLedger
+from ideal_pipeline.teacher.local import LocalModelTeacher
+from ideal_pipeline.teacher.server import client_id
+
+TOKEN, ADMIN = "kill-test-token", "kill-test-admin"
+CLIENT = """
+import json, sys, numpy as np, torch
+from ideal_pipeline.teacher.blackbox import AccountedTeacher
+from ideal_pipeline.teacher.http_client import HttpTeacher
+from ideal_pipeline.teacher.ledger import QueryLedger
+url, images, ledger = sys.argv[1:4]
+teacher = HttpTeacher.from_access({"kind": "http", "url": url, "max_batch": 20, "timeout_s": 5, "max_retries": 3, "backoff_s": 0.05})
+labels = AccountedTeacher(teacher, QueryLedger(ledger), max_queries=10_000, max_batch=20).label(torch.from_numpy(np.load(images)))
+print(json.dumps(labels.tolist()))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(url + "/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.mark.timeout(90)
+def test_killed_client_resumes_without_paying_twice(tmp_path):
+    torch.manual_seed(0)
+    model = tmp_path / "lenet.pt2"
+    # Batch size must stay dynamic in the exported program: the server takes any batch up to max_batch.
+    exported = torch.export.export(
+        LeNet().eval(), (torch.rand(2, 1, 28, 28),), dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}}
+    )
+    torch.export.save(exported, str(model))
+    images = torch.randint(0, 256, (200, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    np.save(tmp_path / "images.npy", images.numpy())
+    (tmp_path / "client.py").write_text(CLIENT)
+
+    src = str(Path(ideal_pipeline.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": src, "IDEAL_TEACHER_TOKEN": TOKEN, "IDEAL_TEACHER_ADMIN_TOKEN": ADMIN}
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    serve = [sys.executable, "-m", "ideal_pipeline.teacher.cli", "serve", "--model", str(model), "--port", str(port)]
+    serve += ["--input-shape", "1,28,28", "--max-batch", "50", "--fault-slow", "1", "--fault-slow-s", "0.25"]
+    client = [sys.executable, str(tmp_path / "client.py"), url + "/labels", str(tmp_path / "images.npy"), str(tmp_path / "ledger.sqlite")]
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(serve, env=env, stderr=log, stdout=log)
+    try:
+        _wait_for(lambda: _up(url), 30, "the teacher server")
+        first = subprocess.Popen(client, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            _wait_for(lambda: (tmp_path / "ledger.sqlite").exists(), 30, "the ledger")
+            ledger = QueryLedger(tmp_path / "ledger.sqlite")
+            _wait_for(lambda: ledger.paid_queries() >= 60 or first.poll() is not None, 30, "some labels")
+            first.send_signal(signal.SIGKILL)
+        finally:
+            first.kill()
+            first.wait(10)
+        assert 0 < ledger.paid_queries() < 200, "the kill must land mid-run"
+        second = subprocess.run(client, env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 0, second.stderr[-2000:]
+        billing = httpx.get(url + "/billing", headers={"Authorization": f"Bearer {ADMIN}"}).json()[client_id(TOKEN)]
+    finally:
+        server.terminate()
+        server.wait(10)
+        log.close()
+
+    expected = LocalModelTeacher(model).label(images.float() / 255).tolist()
+    assert json.loads(second.stdout) == expected
+    paid = ledger.lookup([image_key(image) for image in images])
+    assert ledger.paid_queries() == 200 == billing["billed_samples"]
+    assert [paid[image_key(image)] for image in images] == expected
+    lines = (tmp_path / "server.log").read_text().splitlines()
+    assert lines and all(isinstance(json.loads(line), dict) for line in lines)  # structured logs
+    assert TOKEN not in "\n".join(lines) and ADMIN not in "\n".join(lines)
