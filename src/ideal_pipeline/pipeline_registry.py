@@ -6,7 +6,11 @@ from pathlib import Path
 
 from kedro.pipeline import Pipeline
 
-from ideal_pipeline.pipelines import data, evaluate, ideal, redistill, teacher
+from ideal_pipeline.pipelines.data import pipeline as data
+from ideal_pipeline.pipelines.evaluate import pipeline as evaluate
+from ideal_pipeline.pipelines.ideal import pipeline as ideal
+from ideal_pipeline.pipelines.redistill import pipeline as redistill
+from ideal_pipeline.pipelines.teacher import pipeline as teacher
 
 _rounds: int | None = None
 

@@ -34,8 +34,9 @@ from ideal_pipeline.teacher.blackbox import AccountedTeacher
 from ideal_pipeline.teacher.http_client import HttpTeacher
 from ideal_pipeline.teacher.ledger import QueryLedger
 url, images, ledger = sys.argv[1:4]
-teacher = HttpTeacher.from_access({"kind": "http", "url": url, "max_batch": 20, "timeout_s": 5, "max_retries": 3, "backoff_s": 0.05})
-labels = AccountedTeacher(teacher, QueryLedger(ledger), max_queries=10_000, max_batch=20).label(torch.from_numpy(np.load(images)))
+access = {"kind": "http", "url": url, "max_batch": 20, "timeout_s": 5, "max_retries": 3, "backoff_s": 0.05}
+accounted = AccountedTeacher(HttpTeacher.from_access(access), QueryLedger(ledger), max_queries=10_000, max_batch=20)
+labels = accounted.label(torch.from_numpy(np.load(images)))
 print(json.dumps(labels.tolist()))
 """
 
@@ -67,7 +68,9 @@ def test_killed_client_resumes_without_paying_twice(tmp_path):
     model = tmp_path / "lenet.pt2"
     # Batch size must stay dynamic in the exported program: the server takes any batch up to max_batch.
     exported = torch.export.export(
-        LeNet().eval(), (torch.rand(2, 1, 28, 28),), dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}}
+        LeNet().eval(),
+        (torch.rand(2, 1, 28, 28),),
+        dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}},
     )
     torch.export.save(exported, str(model))
     images = torch.randint(0, 256, (200, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
@@ -80,33 +83,37 @@ def test_killed_client_resumes_without_paying_twice(tmp_path):
     url = f"http://127.0.0.1:{port}"
     serve = [sys.executable, "-m", "ideal_pipeline.teacher.cli", "serve", "--model", str(model), "--port", str(port)]
     serve += ["--input-shape", "1,28,28", "--max-batch", "50", "--fault-slow", "1", "--fault-slow-s", "0.25"]
-    client = [sys.executable, str(tmp_path / "client.py"), url + "/labels", str(tmp_path / "images.npy"), str(tmp_path / "ledger.sqlite")]
-    log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen(serve, env=env, stderr=log, stdout=log)
-    try:
-        _wait_for(lambda: _up(url), 30, "the teacher server")
-        first = subprocess.Popen(client, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    client = [
+        sys.executable,
+        str(tmp_path / "client.py"),
+        url + "/labels",
+        str(tmp_path / "images.npy"),
+        str(tmp_path / "ledger.sqlite"),
+    ]
+    with open(tmp_path / "server.log", "w") as log:
+        server = subprocess.Popen(serve, env=env, stderr=log, stdout=log)
         try:
-            _wait_for(lambda: (tmp_path / "ledger.sqlite").exists(), 30, "the ledger")
-            ledger = QueryLedger(tmp_path / "ledger.sqlite")
-            _wait_for(lambda: ledger.paid_queries() >= 60 or first.poll() is not None, 30, "some labels")
-            first.send_signal(signal.SIGKILL)
+            _wait_for(lambda: _up(url), 30, "the teacher server")
+            first = subprocess.Popen(client, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                _wait_for(lambda: (tmp_path / "ledger.sqlite").exists(), 30, "the ledger")
+                ledger = QueryLedger(tmp_path / "ledger.sqlite")
+                _wait_for(lambda: ledger.paid_queries() >= 60 or first.poll() is not None, 30, "some labels")
+            finally:
+                first.send_signal(signal.SIGKILL)
+                _, first_stderr = first.communicate(timeout=10)
+            assert 0 < ledger.paid_queries() < 200, f"the kill must land mid-run: {first_stderr[-2000:]!r}"
+            second = subprocess.run(client, check=False, env=env, capture_output=True, text=True, timeout=60)
+            assert second.returncode == 0, second.stderr[-2000:]
+            billing = httpx.get(url + "/billing", headers={"Authorization": f"Bearer {ADMIN}"}).json()
         finally:
-            first.kill()
-            first.wait(10)
-        assert 0 < ledger.paid_queries() < 200, "the kill must land mid-run"
-        second = subprocess.run(client, env=env, capture_output=True, text=True, timeout=60)
-        assert second.returncode == 0, second.stderr[-2000:]
-        billing = httpx.get(url + "/billing", headers={"Authorization": f"Bearer {ADMIN}"}).json()[client_id(TOKEN)]
-    finally:
-        server.terminate()
-        server.wait(10)
-        log.close()
+            server.terminate()
+            server.wait(10)
 
     expected = LocalModelTeacher(model).label(images.float() / 255).tolist()
     assert json.loads(second.stdout) == expected
     paid = ledger.lookup([image_key(image) for image in images])
-    assert ledger.paid_queries() == 200 == billing["billed_samples"]
+    assert ledger.paid_queries() == 200 == billing[client_id(TOKEN)]["billed_samples"]
     assert [paid[image_key(image)] for image in images] == expected
     lines = (tmp_path / "server.log").read_text().splitlines()
     assert lines and all(isinstance(json.loads(line), dict) for line in lines)  # structured logs

@@ -130,7 +130,9 @@ def test_answers_carry_labels_and_nothing_else(model_file):
         anonymous = httpx.post(url + "/labels", content=encode_batch(batch))
         pickled = io.BytesIO()
         np.save(pickled, np.array([{"x": 1}], dtype=object), allow_pickle=True)
-        pickle_body = httpx.post(url + "/labels", content=pickled.getvalue(), headers={"Authorization": f"Bearer {TOKEN}"})
+        pickle_body = httpx.post(
+            url + "/labels", content=pickled.getvalue(), headers={"Authorization": f"Bearer {TOKEN}"}
+        )
     assert ok.status_code == 200 and set(ok.json()) == {"labels"}
     assert len(ok.json()["labels"]) == 7 and all(type(label) is int for label in ok.json()["labels"])
     assert set(ok.headers) <= {"content-type", "content-length"}
@@ -145,11 +147,18 @@ def test_idempotency_key_replays_without_billing(model_file):
     with server as url:
         answers = []
         # Two concurrent sends of one key (a retry racing the original) are labelled and billed once.
-        threads = [threading.Thread(target=lambda: answers.append(httpx.post(url + "/labels", content=body, headers=headers, timeout=5))) for _ in range(2)]
+        threads = [
+            threading.Thread(
+                target=lambda: answers.append(httpx.post(url + "/labels", content=body, headers=headers, timeout=5))
+            )
+            for _ in range(2)
+        ]
         [thread.start() for thread in threads]
         [thread.join(10) for thread in threads]
         again = httpx.post(url + "/labels", content=body, headers=headers, timeout=5)
-        other = httpx.post(url + "/labels", content=encode_batch(torch.rand(10, 1, 28, 28).numpy()), headers=headers, timeout=5)
+        other = httpx.post(
+            url + "/labels", content=encode_batch(torch.rand(10, 1, 28, 28).numpy()), headers=headers, timeout=5
+        )
     assert [a.json() for a in answers] == [again.json()] * 2
     assert service.billing[client_id(TOKEN)]["billed_samples"] == 10
     assert other.status_code == 422 and "Idempotency-Key" in other.json()["error"]

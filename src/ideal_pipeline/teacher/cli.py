@@ -29,12 +29,27 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", required=True, help="TorchScript (.pt) or torch.export (.pt2) model file")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, local only)")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--token-env", default="IDEAL_TEACHER_TOKEN", help="env var holding client token(s), comma-separated")
-    serve.add_argument("--admin-token-env", default="IDEAL_TEACHER_ADMIN_TOKEN", help="env var holding the owner's token (GET /billing for all clients)")
+    serve.add_argument(
+        "--token-env", default="IDEAL_TEACHER_TOKEN", help="env var holding client token(s), comma-separated"
+    )
+    serve.add_argument(
+        "--admin-token-env",
+        default="IDEAL_TEACHER_ADMIN_TOKEN",
+        help="env var holding the owner's token (GET /billing for all clients)",
+    )
     serve.add_argument("--max-batch", type=int, default=1000, help="images per request; more is 413")
-    serve.add_argument("--max-body-mb", type=float, default=None, help="request body limit (default: from max-batch and input-shape)")
-    serve.add_argument("--input-shape", type=_shape, default=None, help="C,H,W the model takes, e.g. 1,28,28 (other shapes are 422)")
-    serve.add_argument("--rate-limit", type=float, default=None, help="requests per second per token (token bucket); default: unlimited")
+    serve.add_argument(
+        "--max-body-mb", type=float, default=None, help="request body limit (default: from max-batch and input-shape)"
+    )
+    serve.add_argument(
+        "--input-shape", type=_shape, default=None, help="C,H,W the model takes, e.g. 1,28,28 (other shapes are 422)"
+    )
+    serve.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        help="requests per second per token (token bucket); default: unlimited",
+    )
     serve.add_argument("--burst", type=float, default=None, help="token bucket size (default: max(1, rate-limit))")
     serve.add_argument("--device", default="cpu")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -43,7 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     testing.add_argument("--fault-429", type=float, default=0.0, metavar="P", help="probability of a 429 answer")
     testing.add_argument("--fault-slow", type=float, default=0.0, metavar="P", help="probability of a slow answer")
     testing.add_argument("--fault-slow-s", type=float, default=1.0, metavar="S", help="delay of a slow answer")
-    testing.add_argument("--fault-drop", type=float, default=0.0, metavar="P", help="probability of dropping the connection after billing")
+    testing.add_argument(
+        "--fault-drop",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability of dropping the connection after billing",
+    )
     testing.add_argument("--fault-seed", type=int, default=None)
     return parser
 
@@ -51,7 +72,10 @@ def _parser() -> argparse.ArgumentParser:
 def _log_config(level: str) -> dict:
     """Everything, uvicorn's own messages included, as one JSON object per line on stderr."""
     handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
-    loggers = {name: {"handlers": ["json"], "level": level.upper(), "propagate": False} for name in ("uvicorn", "ideal_pipeline")}
+    loggers = {
+        name: {"handlers": ["json"], "level": level.upper(), "propagate": False}
+        for name in ("uvicorn", "ideal_pipeline")
+    }
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -72,7 +96,9 @@ def serve(args: argparse.Namespace) -> None:
     tokens = _tokens(args.token_env)
     if not tokens:
         sys.exit(f"ideal-teacher: set the client token(s) in the environment variable {args.token_env}")
-    faults = Faults(args.fault_500, args.fault_429, args.fault_slow, args.fault_slow_s, args.fault_drop, seed=args.fault_seed)
+    faults = Faults(
+        args.fault_500, args.fault_429, args.fault_slow, args.fault_slow_s, args.fault_drop, seed=args.fault_seed
+    )
     app = create_app(
         args.model,
         tokens,

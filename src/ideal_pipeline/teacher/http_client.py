@@ -17,7 +17,7 @@ import logging
 import os
 import random
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import numpy as np
@@ -32,7 +32,7 @@ _RETRYABLE_STATUS = {408, 429}
 class TeacherRequestRejected(RuntimeError):
     """The teacher refused the request itself (401, 413, 422, ...); resending will not help."""
 
-    _HINTS = {
+    _HINTS: ClassVar[dict[int, str]] = {
         401: "check that the token in the environment variable is the one the teacher's owner issued",
         403: "this token is not allowed to query the teacher",
         413: "the batch or body is larger than the server accepts; lower teacher_access.max_batch",
@@ -116,7 +116,7 @@ class HttpTeacher:
         self._client = httpx.Client(timeout=self.timeout_s)
 
     @classmethod
-    def from_access(cls, access: dict[str, Any]) -> "HttpTeacher":
+    def from_access(cls, access: dict[str, Any]) -> HttpTeacher:
         """Build from `params:ideal.teacher_access` (kind: http)."""
         if not access.get("url"):
             raise ValueError("teacher_access.kind=http needs a url")
@@ -142,7 +142,9 @@ class HttpTeacher:
         failure = ""
         for attempt in range(self.max_retries + 1):
             if attempt:
-                logger.warning("teacher request %s… failed (%s); retry %d/%d", key[:12], failure, attempt, self.max_retries)
+                logger.warning(
+                    "teacher request %s… failed (%s); retry %d/%d", key[:12], failure, attempt, self.max_retries
+                )
             wait = min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
             try:
                 self.requests_sent += 1
@@ -176,7 +178,7 @@ class HttpTeacher:
         try:
             labels = response.json()["labels"]
         except (ValueError, KeyError, TypeError, AttributeError):
-            raise TeacherProtocolError("teacher answered 200 without a JSON {\"labels\": [...]} body") from None
+            raise TeacherProtocolError('teacher answered 200 without a JSON {"labels": [...]} body') from None
         if not isinstance(labels, list) or not all(type(label) is int for label in labels):
             raise TeacherProtocolError("teacher answered 200 with labels that are not a list of integers")
         if len(labels) != n:

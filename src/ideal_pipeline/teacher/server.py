@@ -21,10 +21,10 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -70,7 +70,12 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line; `extra={"fields": {...}}` adds structured fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name, "msg": record.getMessage()}
+        entry = {
+            "ts": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
@@ -85,7 +90,7 @@ def _npy_header(prefix: bytes) -> tuple[tuple[int, ...], np.dtype] | None:
         read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
         shape, _, dtype = read(stream)
         return shape, dtype
-    except Exception:
+    except (ValueError, EOFError, OSError, SyntaxError):
         return None
 
 
@@ -199,7 +204,7 @@ class LabelService:
     def parse(self, body: bytes) -> np.ndarray:
         try:
             array = np.load(io.BytesIO(body), allow_pickle=False)
-        except Exception:  # numpy raises ValueError, EOFError, OSError... for a bad file
+        except (ValueError, EOFError, OSError, SyntaxError):  # numpy's ways to say 'not a .npy file'
             raise Reject(422, "body is not a .npy array (application/x-npy, no pickle)") from None
         if not isinstance(array, np.ndarray):
             raise Reject(422, "body is not a single .npy array")
@@ -235,10 +240,9 @@ class LabelService:
                 return labels, True
             if slot not in self.in_flight:
                 break
-            try:  # the same request is still being labelled (a client retry after a timeout): share it
-                await asyncio.shield(self.in_flight[slot])
-            except Exception:
-                pass  # it failed unbilled: loop round and compute it here
+            # The same request is still being labelled (a client retry after a timeout): wait for it,
+            # then answer from the cache, or compute it here if it failed unbilled.
+            await asyncio.wait([self.in_flight[slot]])
         future = self.in_flight[slot] = asyncio.get_running_loop().create_future()
         try:
             if self.random.random() < self.faults.p_slow:

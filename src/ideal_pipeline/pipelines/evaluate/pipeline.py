@@ -1,8 +1,7 @@
 from kedro.pipeline import Pipeline, node
 
 from ideal_pipeline.pipelines.evaluate.nodes import plot_accuracy_curve, plot_synthetic_grid, score_students, summarize_metrics
-from ideal_pipeline.pipelines.ideal import pool_datasets, student_dataset
-from ideal_pipeline.pipelines.ideal.pipeline import summary_dataset
+from ideal_pipeline.pipelines.ideal.pipeline import pool_datasets, student_dataset, summary_dataset
 
 
 def create_pipeline(rounds: int = 1, **kwargs) -> Pipeline:

@@ -43,7 +43,17 @@ def samples_per_round(params: dict[str, Any]) -> int:
 
 
 def initialize_student(teacher_api: dict[str, Any], params: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Round 0: a randomly initialised student and an empty pool."""
+    """Round 0: a randomly initialised student and an empty pool.
+
+    Fails before any work when the planned queries alone exceed the budget.
+    """
+    planned = params["rounds"] * samples_per_round(params)
+    budget = params["teacher_access"]["max_queries"]
+    if planned > budget:
+        raise ValueError(
+            f"the run plans {planned} queries (rounds {params['rounds']} x {samples_per_round(params)} samples "
+            f"per round) but teacher_access.max_queries is {budget}: lower rounds or batch_size, or raise the budget"
+        )
     torch.manual_seed(params["seed"])
     student = build_student(params["student"]["architecture"], teacher_api)
     summary = {"round": 0, "pool_size": 0, "queries_used": 0, "class_counts": [0] * int(teacher_api["num_classes"])}

@@ -1,6 +1,6 @@
 from kedro.pipeline import Pipeline, node
 
-from ideal_pipeline.pipelines.ideal import pool_datasets, student_dataset
+from ideal_pipeline.pipelines.ideal.pipeline import pool_datasets, student_dataset
 from ideal_pipeline.pipelines.redistill.nodes import redistill_student
 
 
