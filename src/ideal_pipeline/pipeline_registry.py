@@ -8,6 +8,7 @@ from kedro.pipeline import Pipeline
 
 from ideal_pipeline.pipelines.data import pipeline as data
 from ideal_pipeline.pipelines.evaluate import pipeline as evaluate
+from ideal_pipeline.pipelines.external_teacher import pipeline as external_teacher
 from ideal_pipeline.pipelines.ideal import pipeline as ideal
 from ideal_pipeline.pipelines.redistill import pipeline as redistill
 from ideal_pipeline.pipelines.teacher import pipeline as teacher
@@ -50,4 +51,9 @@ def register_pipelines() -> dict[str, Pipeline]:
         "evaluate": evaluate.create_pipeline(rounds=rounds),
     }
     registered["__default__"] = Pipeline(list(registered.values()))
+    # Bring your own teacher: the same run with a teacher we did not train in place of ours.
+    registered["external_teacher"] = external_teacher.create_pipeline()
+    registered["byo"] = Pipeline(
+        [registered["data"], registered["external_teacher"], registered["ideal"], registered["redistill"], registered["evaluate"]]
+    )
     return registered

@@ -35,7 +35,7 @@ def train_classifier(
     for epoch in range(epochs):
         order = torch.randperm(len(images), generator=rng)
         total = 0.0
-        bar = tqdm(range(0, len(order), batch_size), desc=f"teacher epoch {epoch + 1}/{epochs}", leave=False)
+        bar = tqdm(range(0, len(order), batch_size), desc=f"teacher epoch {epoch + 1}/{epochs}", leave=False, mininterval=2.0)
         for start in bar:
             index = order[start : start + batch_size]
             loss = F.cross_entropy(model(to_float(images[index]).to(device)), labels[index].to(device))

@@ -26,7 +26,8 @@ class QueryLedger:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._connection = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-        self._connection.execute("PRAGMA journal_mode=WAL")
+        # Rollback journal, not WAL: every commit lands in this one file, which DVC versions.
+        self._connection.execute("PRAGMA journal_mode=DELETE")
         self._connection.execute("PRAGMA synchronous=FULL")
         self._connection.execute(_SCHEMA)
 

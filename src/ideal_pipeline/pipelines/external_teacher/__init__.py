@@ -1,0 +1,1 @@
+"""Bring your own teacher: a model file or an HTTP endpoint you name, instead of our victim."""

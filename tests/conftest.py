@@ -1,0 +1,61 @@
+"""Shared fixtures: a throw-away copy of the project, run in the small `test` environment."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RAW = REPO / "data" / "01_raw" / "fashion-mnist"
+COPIED = ["conf", "pyproject.toml", ".telemetry", "dvc.yaml", ".dvc/config", ".dvcignore", "notebooks"]
+
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+
+
+def make_project_copy(target: Path) -> Path:
+    """conf/, pyproject and DVC files in `target`, with the raw Fashion-MNIST files copied in."""
+    if not (RAW / "t10k-labels-idx1-ubyte.gz").exists():
+        pytest.fail(f"{RAW} is empty: run `make setup` (it copies Debian's dataset-fashion-mnist)")
+    for name in COPIED:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("local"))
+        elif source.exists():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, target / name)
+    (target / "conf" / "local").mkdir(exist_ok=True)
+    shutil.copytree(RAW, target / "data" / "01_raw" / "fashion-mnist")
+    return target
+
+
+def run_kedro(project: Path, env: str = "test", **run_kwargs):
+    """Run the project in-process through a KedroSession, as `kedro run` does."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    runtime_params = run_kwargs.pop("runtime_params", None)
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, env=env, runtime_params=runtime_params) as session:
+        return session.run(**run_kwargs)
+
+
+@pytest.fixture(scope="session")
+def ran_project(tmp_path_factory):
+    """The whole default pipeline, run once in the test environment; tests read its artifacts."""
+    project = make_project_copy(tmp_path_factory.mktemp("project"))
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        run_kedro(project)
+    finally:
+        os.chdir(cwd)
+    return project
+
+
+@pytest.fixture
+def in_project(ran_project, monkeypatch):
+    monkeypatch.chdir(ran_project)
+    return ran_project

@@ -1,0 +1,69 @@
+"""One IDEAL round's two stages on tiny settings."""
+
+import torch
+
+from ideal_pipeline.ideal.distillation import DistillSettings, distill, predict
+from ideal_pipeline.ideal.generation import GeneratorSettings, generate_images, quantize, to_float, train_generator
+from ideal_pipeline.ideal.targets import balanced_targets
+from ideal_pipeline.models.classifiers import LeNet
+
+SETTINGS = GeneratorSettings(nz=16, ngf=8, g_steps=4, channels_last=False)
+CPU = torch.device("cpu")
+
+
+def test_train_generator_keeps_the_lowest_loss_batch_and_its_inputs():
+    result = train_generator(LeNet(), balanced_targets(20, 10), SETTINGS, 28, 1, seed=0, device=CPU)
+    assert len(result.losses) == 4
+    assert result.losses[result.best_step] == min(result.losses)
+    assert result.noise.shape == (20, 16)
+    assert torch.equal(result.targets, balanced_targets(20, 10))
+
+
+def test_training_the_generator_leaves_the_student_unchanged():
+    student = LeNet()
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    train_generator(student, balanced_targets(20, 10), SETTINGS, 28, 1, seed=0, device=CPU)
+    for key, value in student.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def seeded_student(seed=0):
+    torch.manual_seed(seed)
+    return LeNet()
+
+
+def test_same_seed_same_generator():
+    a = train_generator(seeded_student(), balanced_targets(20, 10), SETTINGS, 28, 1, seed=3, device=CPU)
+    b = train_generator(seeded_student(), balanced_targets(20, 10), SETTINGS, 28, 1, seed=3, device=CPU)
+    for key in a.state_dict:
+        assert torch.equal(a.state_dict[key], b.state_dict[key])
+
+
+def test_materialised_images_are_deterministic_uint8():
+    result = train_generator(LeNet(), balanced_targets(20, 10), SETTINGS, 28, 1, seed=0, device=CPU)
+    first = quantize(generate_images(result.state_dict, result.noise, SETTINGS, 28, 1, CPU))
+    second = quantize(generate_images(result.state_dict, result.noise, SETTINGS, 28, 1, CPU))
+    assert first.dtype == torch.uint8 and first.shape == (20, 1, 28, 28)
+    assert torch.equal(first, second)
+
+
+def test_quantize_round_trips_stored_images_exactly():
+    stored = torch.randint(0, 256, (10, 1, 5, 5), dtype=torch.uint8)
+    assert torch.equal(quantize(to_float(stored)), stored)
+
+
+def test_distillation_fits_the_labels_it_is_given():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (60, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (60,))
+    student = LeNet()
+    losses = distill(student, images, labels, DistillSettings(batch_size=20, lr=0.05, epochs=30), seed=0, device=CPU)
+    assert losses[-1] < losses[0] / 4
+    assert (predict(student, images, CPU) == labels).float().mean() > 0.9
+
+
+def test_distillation_refuses_mismatched_images_and_labels():
+    import pytest
+
+    with pytest.raises(ValueError, match="labels"):
+        distill(LeNet(), torch.zeros(3, 1, 28, 28, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64), DistillSettings(), 0, CPU)

@@ -1,0 +1,115 @@
+"""Generator, student, targets, entropy terms and augmentation of the IDEAL core."""
+
+import pytest
+import torch
+
+from ideal_pipeline.ideal.augment import random_crop_flip
+from ideal_pipeline.ideal.losses import entropy_term, generator_loss
+from ideal_pipeline.ideal.targets import balanced_targets, round_targets, steered_targets
+from ideal_pipeline.models.classifiers import build_classifier
+from ideal_pipeline.models.generator import Generator
+
+
+@pytest.mark.parametrize("size,channels", [(28, 1), (32, 3)])
+def test_generator_output_shape_and_range(size, channels):
+    generator = Generator(nz=16, ngf=8, image_size=size, channels=channels)
+    images = generator(torch.randn(6, 16))
+    assert images.shape == (6, channels, size, size)
+    assert images.min() >= 0 and images.max() <= 1
+
+
+def test_generator_initialisation_follows_the_paper():
+    generator = Generator(nz=256, ngf=64)
+    conv = generator.body[2]
+    batch_norm = generator.body[3]
+    assert abs(conv.weight.std().item() - 0.02) < 0.002
+    assert abs(batch_norm.weight.mean().item() - 1.0) < 0.01
+    assert torch.all(generator.stem[0].bias == 0)
+
+
+def test_generator_rejects_sizes_it_cannot_upsample_to():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        Generator(image_size=30)
+
+
+@pytest.mark.parametrize("architecture", ["lenet", "convnet"])
+@pytest.mark.parametrize("size,channels,classes", [(28, 1, 10), (32, 3, 100)])
+def test_classifier_shapes(architecture, size, channels, classes):
+    model = build_classifier(architecture, channels, classes, size)
+    assert model(torch.rand(4, channels, size, size)).shape == (4, classes)
+
+
+def test_unknown_architecture_names_the_known_ones():
+    with pytest.raises(ValueError, match="convnet"):
+        build_classifier("resnet9000", 1, 10, 28)
+
+
+def test_balanced_targets_use_every_class_equally():
+    targets = balanced_targets(250, 10)
+    assert torch.equal(torch.bincount(targets), torch.full((10,), 25))
+
+
+def test_balanced_targets_need_a_batch_divisible_by_the_classes():
+    with pytest.raises(ValueError, match="divisible"):
+        balanced_targets(25, 10)
+
+
+def test_steered_targets_favour_classes_the_teacher_rarely_gives():
+    counts = [1000, 1000, 0, 1000, 1000, 1000, 1000, 10, 1000, 1000]
+    targets = steered_targets(250, counts)
+    allotted = torch.bincount(targets, minlength=10)
+    assert allotted.sum() == 250
+    assert allotted[2] > allotted[7] > allotted[0]
+
+
+def test_steered_targets_without_counts_are_balanced():
+    assert torch.equal(torch.bincount(steered_targets(250, [0] * 10)), torch.full((10,), 25))
+
+
+def test_unknown_target_sampling_is_a_clear_error():
+    with pytest.raises(ValueError, match="balanced"):
+        round_targets("random", 10, [0] * 10)
+
+
+def test_per_sample_entropy_is_lowest_for_uncertain_samples():
+    confident = torch.tensor([[10.0, 0.0, 0.0], [0.0, 10.0, 0.0]])
+    uncertain = torch.zeros(2, 3)
+    assert entropy_term(uncertain, "per_sample") < entropy_term(confident, "per_sample")
+    assert entropy_term(uncertain, "per_sample").item() == pytest.approx(-torch.log(torch.tensor(3.0)).item())
+
+
+def test_batch_balance_entropy_rewards_using_all_classes():
+    one_class = torch.tensor([[10.0, 0.0, 0.0]] * 3)
+    all_classes = torch.eye(3) * 10
+    # Every sample confident, but on different classes: balanced batch, low loss.
+    assert entropy_term(all_classes, "batch_balance") < entropy_term(one_class, "batch_balance")
+    # The per-sample form cannot tell these two batches apart.
+    assert entropy_term(all_classes, "per_sample").item() == pytest.approx(entropy_term(one_class, "per_sample").item())
+
+
+def test_entropy_form_is_validated():
+    with pytest.raises(ValueError, match="per_sample"):
+        entropy_term(torch.zeros(2, 3), "gini")
+
+
+def test_generator_loss_adds_weighted_entropy_to_cross_entropy():
+    logits = torch.randn(8, 10)
+    targets = torch.randint(0, 10, (8,))
+    with_entropy = generator_loss(logits, targets, 5.0, "per_sample")
+    without = generator_loss(logits, targets, 0.0, "per_sample")
+    assert with_entropy.item() == pytest.approx(without.item() + 5.0 * entropy_term(logits, "per_sample").item(), rel=1e-5)
+
+
+def test_crop_flip_keeps_shape_and_passes_gradients():
+    images = torch.rand(5, 1, 28, 28, requires_grad=True)
+    views = random_crop_flip(images, generator=torch.Generator().manual_seed(0))
+    assert views.shape == images.shape
+    views.sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+
+
+def test_crop_flip_without_padding_only_flips():
+    images = torch.rand(64, 1, 4, 4)
+    views = random_crop_flip(images, padding=0, generator=torch.Generator().manual_seed(1))
+    for original, view in zip(images, views):
+        assert torch.equal(view, original) or torch.equal(view, original.flip(-1))
