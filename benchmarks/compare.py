@@ -10,6 +10,7 @@ Every trained method runs the same round loop with the pipeline's own node funct
 (`initialize_student`, `label_with_teacher`, `distill_student`); only where a round's images
 come from differs. So every method pays through AccountedTeacher into its own QueryLedger,
 distils with the same settings and seeds, and makes exactly as many student updates as IDEAL.
+`--merge DIR...` reports together runs written by separate processes (e.g. one per seed on a GPU).
 See benchmarks/README.md for the methods and the choices behind them.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import logging
 import math
@@ -24,10 +26,11 @@ import platform
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,22 +43,22 @@ ROOT = BENCHMARKS.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(BENCHMARKS))
 
-from ideal_sweep import apply_override  # noqa: E402
+from ideal_sweep import apply_override
 
-from ideal_pipeline import realdata  # noqa: E402
-from ideal_pipeline.ideal.distillation import predict  # noqa: E402
-from ideal_pipeline.ideal.generation import quantize  # noqa: E402
-from ideal_pipeline.models.generator import Generator  # noqa: E402
-from ideal_pipeline.pipelines.ideal import nodes  # noqa: E402
-from ideal_pipeline.pipelines.redistill.nodes import redistill_student  # noqa: E402
-from ideal_pipeline.pipelines.teacher.nodes import (  # noqa: E402
+from ideal_pipeline import realdata
+from ideal_pipeline.ideal.distillation import predict
+from ideal_pipeline.ideal.generation import quantize
+from ideal_pipeline.models.generator import Generator
+from ideal_pipeline.pipelines.ideal import nodes
+from ideal_pipeline.pipelines.redistill.nodes import redistill_student
+from ideal_pipeline.pipelines.teacher.nodes import (
     evaluate_victim_teacher,
     publish_teacher_api,
     train_victim_teacher,
 )
-from ideal_pipeline.runtime import input_shape, load_student, resolve_device  # noqa: E402
-from ideal_pipeline.teacher.ledger import QueryLedger  # noqa: E402
-from ideal_pipeline.teacher.local import load_model_file, save_model_file  # noqa: E402
+from ideal_pipeline.runtime import input_shape, load_student, resolve_device
+from ideal_pipeline.teacher.ledger import QueryLedger
+from ideal_pipeline.teacher.local import load_model_file, save_model_file
 
 logger = logging.getLogger("compare")
 
@@ -355,7 +358,7 @@ def redistilled_row(ctx: Context, ideal_row: dict, student: dict, params: dict, 
 
 
 def run_method(method: str, seed: int, ctx: Context) -> list[dict[str, Any]]:
-    """One method, one seed: E rounds of (images -> teacher labels -> one distillation pass)."""
+    """One method, one seed: E rounds of (new images -> teacher labels -> distillation on the whole pool)."""
     params = copy.deepcopy(ctx.params)
     params["seed"] = seed
     ledger = fresh_ledger(ctx.ledger_dir / f"{method}_seed{seed}.sqlite")
@@ -381,7 +384,9 @@ def run_method(method: str, seed: int, ctx: Context) -> list[dict[str, Any]]:
         )  # fmt: skip
         if method == "ideal" and "ideal_redistilled" in ctx.methods:
             rows.append(redistilled_row(ctx, row, student, params, pool, clock))
-            logger.info("%s | ideal_redistilled seed %d | accuracy %.2f%%", ctx.dataset, seed, 100 * rows[-1]["accuracy"])
+            logger.info(
+                "%s | ideal_redistilled seed %d | accuracy %.2f%%", ctx.dataset, seed, 100 * rows[-1]["accuracy"]
+            )
     ledger.close()
     return rows
 
@@ -494,7 +499,9 @@ def _accounting_table(summary: pd.DataFrame) -> str:
     for r, row in reference.iterrows():
         # IDEAL's ledger when it ran; otherwise what it would pay (rounds x samples per round).
         ours = ideal.get(r, row["queries_budget"])
-        rows.append([r, f"{ours:,.0f}", f"{int(row['queries_paid_mean']):,}", f"{row['queries_paid_mean'] / ours:.1f}x"])
+        rows.append(
+            [r, f"{ours:,.0f}", f"{int(row['queries_paid_mean']):,}", f"{row['queries_paid_mean'] / ours:.1f}x"]
+        )
     return _markdown_table(["rounds", "ours (IDEAL's ledger)", "reference code (computed)", "reference / ours"], rows)
 
 
@@ -520,24 +527,25 @@ def write_markdown(path: Path, summary: pd.DataFrame, runs: pd.DataFrame, info: 
     seeds_note = "" if info["seeds"] >= 3 else (
         f"\n**{info['seeds']} seed(s) only: a smoke result, not a headline number (those need >= 3 seeds).**\n"
     )  # fmt: skip
-    text = f"""# IDEAL against baselines: {info['dataset']}
+    commands = "\n".join(f"`{c}`  " for c in info["command"])
+    text = f"""# IDEAL against baselines: {info["dataset"]}
 
-`{info['command']}`
+{commands}
 {seeds_note}
-- Teacher: {info['teacher_architecture']} trained on {info['train_size']:,} real images, test accuracy
-  {100 * info['teacher_accuracy']:.2f}% on {info['test_size']:,} test images (file `{info['teacher_path']}`).
-- Budget Q = {info['queries']:,} queries: E = {p['rounds']} rounds x B = {p['batch_size']} generated images
-  {'x 2 (each mirror labelled too)' if p['label_mirrors'] else '(no mirrors)'}; student {p['student']['architecture']};
-  generator ngf {p['generator']['ngf']}, g_steps {p['generator']['g_steps']}; distillation lr {p['distill']['lr']},
-  batch {p['distill']['batch_size']}, {p['distill']['epochs']} pass(es) over the pool per round.
-- Seeds: {info['seed_list']}. Device: {info['device']}, torch {torch.__version__}, {platform.node()}.
-  Ideal overrides: {info['overrides'] or 'none'}.
+- Teacher: {info["teacher_architecture"]} trained on {info["train_size"]:,} real images, test accuracy
+  {100 * info["teacher_accuracy"]:.2f}% on {info["test_size"]:,} test images (file `{info["teacher_path"]}`).
+- Budget Q = {info["queries"]:,} queries: E = {p["rounds"]} rounds x B = {p["batch_size"]} generated images
+  {"x 2 (each mirror labelled too)" if p["label_mirrors"] else "(no mirrors)"}; student {p["student"]["architecture"]};
+  generator ngf {p["generator"]["ngf"]}, g_steps {p["generator"]["g_steps"]}; distillation lr {p["distill"]["lr"]},
+  batch {p["distill"]["batch_size"]}, {p["distill"]["epochs"]} pass(es) over the pool per round.
+- Seeds: {info["seed_list"]}. Device: {info["device"]}, torch {torch.__version__}, {platform.node()}.
+  Ideal overrides: {info["overrides"] or "none"}.
 
 ## At Q (mean ± std over seeds)
 
 Queries are counted by each method's QueryLedger. Wall-clock seconds are per run (mean over seeds),
 cumulative up to Q. `ideal_redistilled` costs IDEAL's run plus the re-distillation
-({info['redistill']['distill']['epochs']} epochs, init {info['redistill']['init']}, 0 queries), and its
+({info["redistill"]["distill"]["epochs"]} epochs, init {info["redistill"]["init"]}, 0 queries), and its
 "student updates" include those epochs. `reference_accounting` is computed, not trained: the
 queries the reference code would spend for the same E rounds of B images (it re-labels the whole
 pool, with augmented copies, every round: B*E*(E+1)/2).
@@ -551,7 +559,7 @@ pool, with augmented copies, every round: B*E*(E+1)/2).
 {_accounting_section(summary)}
 ## Teacher labels per class at Q (% of the pool, mean over seeds)
 
-{_label_table(runs, info['class_names'])}
+{_label_table(runs, info["class_names"])}
 
 ## Methods
 
@@ -584,6 +592,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--test-limit", type=int, help="evaluate on a seeded subset of the test set")
     parser.add_argument("--out-dir", type=Path, default=BENCHMARKS / "results")
     parser.add_argument("--teacher-dir", type=Path, default=BENCHMARKS / "results/teachers")
+    parser.add_argument("--prepare-teacher", action="store_true", help="train (or check) the cached teacher and stop")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="DIR",
+                        help="report together the runs in these earlier --out-dir folders; runs nothing")  # fmt: skip
     args = parser.parse_args(argv)
     methods = list(METHODS) if args.methods == ["all"] else args.methods
     unknown = set(methods) - set(METHODS)
@@ -625,7 +636,10 @@ def build_context(args: argparse.Namespace) -> tuple[Context, dict[str, Any]]:
         "redistill": sections["redistill"],
         "teacher_architecture": teacher_params["architecture"],
         "teacher_accuracy": teacher_metrics["teacher_accuracy"],
-        "teacher_path": teacher_path.relative_to(ROOT) if teacher_path.is_relative_to(ROOT) else teacher_path,
+        "teacher_path": str(teacher_path.relative_to(ROOT) if teacher_path.is_relative_to(ROOT) else teacher_path),
+        "teacher_sha256": hashlib.sha256(teacher_path.read_bytes()).hexdigest(),
+        "checkpoints": ctx.checkpoints,
+        "methods": args.methods,
         "class_names": api["class_names"],
         "train_size": len(train["labels"]),
         "test_size": len(test["labels"]),
@@ -637,41 +651,89 @@ def build_context(args: argparse.Namespace) -> tuple[Context, dict[str, Any]]:
     return ctx, info
 
 
-def main(argv: list[str] | None = None) -> dict[str, Path]:
-    """Run the benchmark; returns the paths of the files it wrote."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args = parse_args(argv)
-    ctx, info = build_context(args)
-    info["command"] = "python benchmarks/compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    logger.info("%s: Q=%d, %d rounds, checkpoints at rounds %s, methods %s, seeds %s",
-                args.dataset, info["queries"], ctx.params["rounds"], ctx.checkpoints, args.methods, args.seeds)  # fmt: skip
-
-    rows = []
-    for seed in args.seeds:
-        for method in args.methods:
-            if method in SOURCES:
-                rows += run_method(method, seed, ctx)
-    runs = pd.DataFrame(rows)
-    reference = reference_accounting(ctx.params, ctx.checkpoints) if "reference_accounting" in args.methods else []
+def write_reports(runs: pd.DataFrame, info: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """CSV (summary and per run), MD, PNG, and the run's settings as JSON (what --merge needs)."""
+    dataset = info["dataset"]
+    reference = (
+        reference_accounting(info["params"], info["checkpoints"]) if "reference_accounting" in info["methods"] else []
+    )
     summary = summarize(runs, reference)
-
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.out_dir / f"compare_{args.dataset}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"compare_{dataset}"
     paths = {
         "csv": stem.with_suffix(".csv"),
         "runs_csv": stem.with_name(stem.name + "_runs.csv"),
         "md": stem.with_suffix(".md"),
         "png": stem.with_suffix(".png"),
-        "ledgers": ctx.ledger_dir,
+        "json": stem.with_suffix(".json"),
     }
-    summary.insert(0, "dataset", args.dataset)
+    summary.insert(0, "dataset", dataset)
     summary.to_csv(paths["csv"], index=False)
-    runs.insert(0, "dataset", args.dataset)
+    runs.insert(0, "dataset", dataset)
     runs.to_csv(paths["runs_csv"], index=False)
     write_markdown(paths["md"], summary, runs, info)
-    plot(summary, args.dataset, info["teacher_accuracy"]).savefig(paths["png"])
+    plot(summary, dataset, info["teacher_accuracy"]).savefig(paths["png"])
+    paths["json"].write_text(json.dumps(info, indent=1))
     logger.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return paths
+
+
+# Settings that must agree for runs to be reported together (device and threads may differ).
+MERGE_KEYS = ("queries", "params", "redistill", "teacher_sha256", "checkpoints", "train_size", "test_size")
+
+
+def _comparable(info: dict[str, Any], key: str) -> Any:
+    value = info[key]
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if k not in ("device", "num_threads")}
+    return value
+
+
+def merge(dataset: str, parts: list[Path], out_dir: Path, command: str) -> dict[str, Path]:
+    """One report from runs written by several processes (e.g. one seed each, in parallel on a GPU)."""
+    infos = [json.loads((part / f"compare_{dataset}.json").read_text()) for part in parts]
+    for key in MERGE_KEYS:
+        if any(_comparable(i, key) != _comparable(infos[0], key) for i in infos):
+            raise ValueError(f"cannot merge {[str(p) for p in parts]}: their {key} differ")
+    runs = pd.concat([pd.read_csv(part / f"compare_{dataset}_runs.csv") for part in parts], ignore_index=True)
+    repeated = runs[runs.duplicated(["method", "seed", "round"])]
+    if len(repeated):
+        raise ValueError(
+            f"cannot merge: method/seed runs appear twice: {sorted(set(zip(repeated.method, repeated.seed)))}"
+        )
+    seeds = sorted(runs["seed"].unique().tolist())
+    methods = {m for i in infos for m in i["methods"]}
+    info = {
+        **infos[0],
+        "seeds": len(seeds),
+        "seed_list": seeds,
+        "methods": [m for m in METHODS if m in methods],
+        "device": ", ".join(sorted({i["device"] for i in infos})),
+        "command": [command] + [c for i in infos for c in i["command"]],
+    }
+    return write_reports(runs.drop(columns="dataset"), info, out_dir)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Path]:
+    """Run the benchmark (or --merge earlier runs); returns the paths of the files it wrote."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    command = "python benchmarks/compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.merge:
+        return merge(args.dataset, args.merge, args.out_dir, command)
+    ctx, info = build_context(args)
+    if args.prepare_teacher:
+        logger.info("teacher ready: %s (%.2f%% test accuracy)", info["teacher_path"], 100 * info["teacher_accuracy"])
+        return {"teacher": ROOT / info["teacher_path"]}
+    info["command"] = [command]
+    logger.info("%s: Q=%d, %d rounds, checkpoints at rounds %s, methods %s, seeds %s",
+                args.dataset, info["queries"], ctx.params["rounds"], ctx.checkpoints, args.methods, args.seeds)  # fmt: skip
+    rows = []
+    for seed in args.seeds:
+        for method in args.methods:
+            if method in SOURCES:
+                rows += run_method(method, seed, ctx)
+    return {**write_reports(pd.DataFrame(rows), info, args.out_dir), "ledgers": ctx.ledger_dir}
 
 
 if __name__ == "__main__":

@@ -25,20 +25,25 @@ def load_compare():
     return module
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("compare")
+def run_compare(out: Path, *args: str) -> dict[str, Path]:
+    """The tiny configuration; the teacher is cached under `out`'s parent, shared by every run here."""
     threads = torch.get_num_threads()
     try:
-        paths = load_compare().main([
-            "--dataset", "sklearn_digits", "--queries", str(Q), "--seeds", "0",
-            "--methods", *TRAINED, "reference_accounting",
+        return load_compare().main([
+            "--dataset", "sklearn_digits", "--queries", str(Q),
             "--set", "rounds=2", "--set", "generator.ngf=8", "--set", "generator.g_steps=3",
             "--set", "teacher.epochs=3", "--threads", "1",
-            "--out-dir", str(out), "--teacher-dir", str(out / "teachers"),
+            "--out-dir", str(out), "--teacher-dir", str(out.parent / "teachers"), *args,
         ])  # fmt: skip
     finally:
         torch.set_num_threads(threads)  # --threads sets torch's global thread count
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    paths = run_compare(
+        tmp_path_factory.mktemp("compare") / "all", "--seeds", "0", "--methods", *TRAINED, "reference_accounting"
+    )
     return paths, pd.read_csv(paths["runs_csv"]), pd.read_csv(paths["csv"])
 
 
@@ -82,3 +87,17 @@ def test_accuracies_are_fractions_and_the_reference_accounting_is_computed_not_t
     # B=50 images a round, the whole pool re-labelled every round: 50 * 2 * 3 / 2 after 2 rounds.
     assert reference.loc[2, "queries_paid_mean"] == 150
     assert reference["accuracy_mean"].isna().all() and not reference["trained"].any()
+
+
+@pytest.mark.timeout(300)
+def test_merge_reports_runs_from_separate_processes_together(tiny_run):
+    first = tiny_run[0]["csv"].parent
+    second = run_compare(first.parent / "seed1", "--seeds", "1", "--methods", "ideal", "real_data")["csv"].parent
+    merged = load_compare().main(["--dataset", "sklearn_digits", "--merge", str(first), str(second),
+                                  "--out-dir", str(first.parent / "merged")])  # fmt: skip
+    summary = pd.read_csv(merged["csv"]).set_index(["method", "round"])
+    assert summary.loc[("ideal", 2), "seeds"] == 2 and summary.loc[("uniform_noise", 2), "seeds"] == 1
+    assert summary.loc[("real_data", 2), "accuracy_std"] >= 0
+    with pytest.raises(ValueError, match="appear twice"):
+        load_compare().main(["--dataset", "sklearn_digits", "--merge", str(first), str(first),
+                             "--out-dir", str(first.parent / "twice")])  # fmt: skip
