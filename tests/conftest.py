@@ -27,6 +27,8 @@ def make_project_copy(target: Path) -> Path:
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(source, target / name)
     (target / "conf" / "local").mkdir(exist_ok=True)
+    # Kedro's bootstrap wants the source folder inside the project; DVC hashes it as a dependency.
+    shutil.copytree(REPO / "src", target / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copytree(RAW, target / "data" / "01_raw" / "fashion-mnist")
     return target
 

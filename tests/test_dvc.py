@@ -34,7 +34,11 @@ def test_stage_outputs_cover_every_persisted_output():
     catalog = yaml.safe_load((REPO / "conf/base/catalog.yml").read_text())
     owned = [str(o) if isinstance(o, str) else next(iter(o)) for s in stages.values() for o in s["outs"]]
     owned += ["data/08_reporting/evaluate/metrics.json", "data/08_reporting/evaluate/accuracy_vs_queries.csv"]
+    # The bring-your-own-teacher pipeline replaces `teacher` by hand, outside DVC.
+    outside_dvc = {"evaluation_query_ledger"}
     for name, entry in catalog.items():
+        if name in outside_dvc:
+            continue
         path = entry["filepath"].replace("${globals:victim_teacher_path}", "data/06_models/teacher/victim_teacher.pt2")
         assert any(path == o or path.startswith(o + "/") for o in owned), f"{name} ({path}) is in no DVC stage"
 
