@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -51,8 +52,6 @@ def load_student(architecture: str, api_card: dict[str, Any], state: dict[str, t
 
 def settings_from(cls, values: dict[str, Any], section: str, ignore: tuple[str, ...] = ()):
     """Build a settings dataclass; an unknown parameter name is an error that names it."""
-    import dataclasses
-
     known = {field.name for field in dataclasses.fields(cls)}
     unknown = set(values) - known - set(ignore)
     if unknown:

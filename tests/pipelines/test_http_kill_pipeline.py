@@ -5,10 +5,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,24 +15,10 @@ import yaml
 
 from ideal_pipeline.teacher.ledger import QueryLedger
 from ideal_pipeline.teacher.server import client_id
+from tests.conftest import free_port, server_up, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 TOKEN, ADMIN = "pipeline-kill-token", "pipeline-kill-admin"
-
-
-def wait_for(condition, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def server_up(url):
-    try:
-        return httpx.get(url + "/healthz", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def test_killed_kedro_run_resumes_and_pays_each_sample_once(ran_project, tmp_path):
@@ -42,9 +26,7 @@ def test_killed_kedro_run_resumes_and_pays_each_sample_once(ran_project, tmp_pat
     shutil.copytree(ran_project, project)
     ledger_path = project / "data/03_primary/teacher_query_ledger.sqlite"
     ledger_path.unlink()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     params_file = project / "conf/test/parameters_ideal.yml"
     params = yaml.safe_load(params_file.read_text())

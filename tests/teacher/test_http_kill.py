@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -26,6 +24,7 @@ from ideal_pipeline.teacher.blackbox import image_key
 from ideal_pipeline.teacher.ledger import QueryLedger
 from ideal_pipeline.teacher.local import LocalModelTeacher
 from ideal_pipeline.teacher.server import client_id
+from tests.conftest import free_port, server_up, wait_for
 
 TOKEN, ADMIN = "kill-test-token", "kill-test-admin"
 CLIENT = """
@@ -39,27 +38,6 @@ accounted = AccountedTeacher(HttpTeacher.from_access(access), QueryLedger(ledger
 labels = accounted.label(torch.from_numpy(np.load(images)))
 print(json.dumps(labels.tolist()))
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(url + "/healthz", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 @pytest.mark.timeout(90)
@@ -79,7 +57,7 @@ def test_killed_client_resumes_without_paying_twice(tmp_path):
 
     src = str(Path(ideal_pipeline.__file__).parents[1])
     env = {**os.environ, "PYTHONPATH": src, "IDEAL_TEACHER_TOKEN": TOKEN, "IDEAL_TEACHER_ADMIN_TOKEN": ADMIN}
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     serve = [sys.executable, "-m", "ideal_pipeline.teacher.cli", "serve", "--model", str(model), "--port", str(port)]
     serve += ["--input-shape", "1,28,28", "--max-batch", "50", "--fault-slow", "1", "--fault-slow-s", "0.25"]
@@ -93,12 +71,12 @@ def test_killed_client_resumes_without_paying_twice(tmp_path):
     with open(tmp_path / "server.log", "w") as log:
         server = subprocess.Popen(serve, env=env, stderr=log, stdout=log)
         try:
-            _wait_for(lambda: _up(url), 30, "the teacher server")
+            wait_for(lambda: server_up(url), 30, "the teacher server")
             first = subprocess.Popen(client, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             try:
-                _wait_for(lambda: (tmp_path / "ledger.sqlite").exists(), 30, "the ledger")
+                wait_for(lambda: (tmp_path / "ledger.sqlite").exists(), 30, "the ledger")
                 ledger = QueryLedger(tmp_path / "ledger.sqlite")
-                _wait_for(lambda: ledger.paid_queries() >= 60 or first.poll() is not None, 30, "some labels")
+                wait_for(lambda: ledger.paid_queries() >= 60 or first.poll() is not None, 30, "some labels")
             finally:
                 first.send_signal(signal.SIGKILL)
                 _, first_stderr = first.communicate(timeout=10)

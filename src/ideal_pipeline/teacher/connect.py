@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ideal_pipeline.teacher.blackbox import LabelOnlyTeacher
+from ideal_pipeline.teacher.blackbox import AccountedTeacher, LabelOnlyTeacher
+from ideal_pipeline.teacher.ledger import QueryLedger
 
 TEACHER_KINDS = ("model_file", "http")
 
@@ -28,3 +29,15 @@ def connect_teacher(access: dict[str, Any], api_card: dict[str, Any]) -> LabelOn
 
         return HttpTeacher.from_access(access)
     raise ValueError(f"unknown teacher kind {kind!r}; choose one of {TEACHER_KINDS}")
+
+
+def accounted_teacher(access: dict[str, Any], api_card: dict[str, Any], ledger: QueryLedger, max_queries: int) -> AccountedTeacher:
+    """The counted, budgeted, persisted client every node labels through, shaped by the API card."""
+    return AccountedTeacher(
+        connect_teacher(access, api_card),
+        ledger,
+        max_queries=max_queries,
+        max_batch=access["max_batch"],
+        input_shape=tuple(int(v) for v in api_card["input_shape"]),
+        num_classes=int(api_card["num_classes"]),
+    )

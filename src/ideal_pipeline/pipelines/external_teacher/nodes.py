@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from ideal_pipeline.teacher.blackbox import AccountedTeacher, TeacherInputError
-from ideal_pipeline.teacher.connect import connect_teacher
+from ideal_pipeline.teacher.blackbox import TeacherInputError
+from ideal_pipeline.teacher.connect import accounted_teacher
 from ideal_pipeline.teacher.ledger import QueryLedger
 
 logger = logging.getLogger(__name__)
@@ -42,14 +42,7 @@ def label_test_set(
     real_test: dict[str, torch.Tensor], teacher_api: dict[str, Any], ledger: QueryLedger, params: dict[str, Any]
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """The teacher's labels of the real test set (paid, counted, under `evaluation_max_queries`)."""
-    teacher = AccountedTeacher(
-        connect_teacher(params, teacher_api),
-        ledger,
-        max_queries=params["evaluation_max_queries"],
-        max_batch=params["max_batch"],
-        input_shape=tuple(teacher_api["input_shape"]),
-        num_classes=teacher_api["num_classes"],
-    )
+    teacher = accounted_teacher(params, teacher_api, ledger, max_queries=params["evaluation_max_queries"])
     predictions = teacher.label(real_test["images"])
     accuracy = (predictions == real_test["labels"]).float().mean().item()
     logger.info("external teacher: %.2f%% on %d test images (%d paid now)", 100 * accuracy, len(predictions), teacher.queries_sent)

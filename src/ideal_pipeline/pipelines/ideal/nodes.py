@@ -24,8 +24,7 @@ from ideal_pipeline.runtime import (
     settings_from,
     state_to_tensors,
 )
-from ideal_pipeline.teacher.blackbox import AccountedTeacher
-from ideal_pipeline.teacher.connect import connect_teacher
+from ideal_pipeline.teacher.connect import accounted_teacher
 from ideal_pipeline.teacher.ledger import QueryLedger
 
 logger = logging.getLogger(__name__)
@@ -114,14 +113,7 @@ def label_with_teacher(
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """One query per new synthetic sample, through the counted, budgeted, persisted client."""
     access = params["teacher_access"]
-    teacher = AccountedTeacher(
-        connect_teacher(access, teacher_api),
-        query_ledger,
-        max_queries=access["max_queries"],
-        max_batch=access["max_batch"],
-        input_shape=input_shape(teacher_api),
-        num_classes=int(teacher_api["num_classes"]),
-    )
+    teacher = accounted_teacher(access, teacher_api, query_ledger, max_queries=access["max_queries"])
     started = time.perf_counter()
     labels = teacher.label(synthetic_images)
     receipt = {
