@@ -226,8 +226,11 @@ def _round_seed(params: dict[str, Any], round_index: int) -> int:
 
 
 def ideal_source(ctx: Context, params: dict[str, Any]) -> Source:
+    previous = {}  # the last round's generator, for generator.reinitialize false
+
     def batch(student, summary, round_index):
-        generator, log = nodes.train_round_generator(student, summary, ctx.api, params)
+        generator, log = nodes.train_round_generator(student, summary, ctx.api, params, previous.get("generator"))
+        previous["generator"] = generator
         return nodes.materialize_synthetic(generator, ctx.api, params), log
 
     return batch

@@ -77,9 +77,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ledger = QueryLedger(Path(tmp) / "ledger.sqlite")
         student, summary = nodes.initialize_student(api, params)
-        pool, curve, started = [], [], time.perf_counter()
+        pool, curve, started, generator = [], [], time.perf_counter(), None
         for _ in range(params["rounds"]):
-            generator, log = nodes.train_round_generator(student, summary, api, params)
+            generator, log = nodes.train_round_generator(student, summary, api, params, generator)
             images = nodes.materialize_synthetic(generator, api, params)
             labels, receipt = nodes.label_with_teacher(images, api, ledger, params)
             pool += [images, labels]

@@ -24,6 +24,7 @@ class GeneratorSettings:
     entropy_form: str = "per_sample"
     augment: bool = True
     channels_last: bool = True
+    reinitialize: bool = True
 
 
 @dataclass
@@ -49,14 +50,20 @@ def train_generator(
     channels: int,
     seed: int,
     device: torch.device,
+    initial_state: dict[str, torch.Tensor] | None = None,
 ) -> GeneratorResult:
-    """Train a freshly initialised generator so the frozen student labels its images as `targets`.
+    """Train a generator so the frozen student labels its images as `targets`.
 
+    The generator starts freshly initialised (IDEAL) or from `initial_state` (an earlier round's
+    kept weights); its Adam state and noise are new either way.
     Returns the weights at the step whose batch had the lowest loss (the batch IDEAL keeps).
     """
     torch.manual_seed(seed)
     rng = torch.Generator().manual_seed(seed)
-    generator = _to_format(Generator(settings.nz, settings.ngf, image_size, channels), settings.channels_last)
+    generator = Generator(settings.nz, settings.ngf, image_size, channels)
+    if initial_state is not None:
+        generator.load_state_dict(initial_state)
+    generator = _to_format(generator, settings.channels_last)
     generator.to(device).train()
     student = _to_format(student, settings.channels_last).to(device).eval()
     for parameter in student.parameters():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from pathlib import Path
 from typing import Callable
 
@@ -53,6 +55,24 @@ def save_model_file(model: nn.Module, path: str | Path, example: torch.Tensor) -
             torch.jit.save(torch.jit.trace(model, example), str(path))
 
 
+@functools.lru_cache(maxsize=4)
+def _load_by_content(path: str, sha256: str, device: str) -> nn.Module:
+    return load_model_file(path, device)
+
+
+def load_model_file_cached(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """`load_model_file`, reusing the model already loaded in this process while the file's bytes are unchanged.
+
+    Every round's labelling node builds its own teacher client; loading a .pt2 costs ~0.25 s,
+    hashing a small model file well under a millisecond.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"teacher model file not found: {path}")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return _load_by_content(str(path.resolve()), digest, str(device))
+
+
 class LocalModelTeacher:
     """Label-only view of a model file: `label` is the only thing it offers.
 
@@ -60,7 +80,7 @@ class LocalModelTeacher:
     """
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu", batch_size: int = 1000):
-        model = load_model_file(path, device)
+        model = load_model_file_cached(path, device)
 
         @torch.inference_mode()
         def top1(images: torch.Tensor) -> torch.Tensor:

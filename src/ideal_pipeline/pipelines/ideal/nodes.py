@@ -36,6 +36,11 @@ def _generator_settings(params: dict[str, Any]) -> GeneratorSettings:
     return settings
 
 
+def _generator_state(artifact: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The generator's weights out of its artifact (which also holds its noise and targets)."""
+    return {k.removeprefix("state."): v for k, v in artifact.items() if k.startswith("state.")}
+
+
 def samples_per_round(params: dict[str, Any]) -> int:
     """Labelled samples (= queries) per round: each generated image, and its mirror if labelled."""
     return params["batch_size"] * (2 if params["label_mirrors"] else 1)
@@ -64,18 +69,24 @@ def train_round_generator(
     previous_summary: dict[str, Any],
     teacher_api: dict[str, Any],
     params: dict[str, Any],
+    previous_generator: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Stage 1 (zero queries): a fresh generator trained against the frozen current student."""
+    """Stage 1 (zero queries): a generator trained against the frozen current student.
+
+    Fresh each round (IDEAL), or, with `generator.reinitialize: false`, continued from the
+    previous round's kept generator (an ablation).
+    """
     set_threads(params.get("num_threads"))
     round_index = previous_summary["round"] + 1
     channels, size, _ = input_shape(teacher_api)
     student = load_student(params["student"]["architecture"], teacher_api, student_state)
     targets = round_targets(params["generator"]["target_sampling"], params["batch_size"], previous_summary["class_counts"])
     settings = _generator_settings(params)
+    initial_state = None if settings.reinitialize or previous_generator is None else _generator_state(previous_generator)
     started = time.perf_counter()
     result = train_generator(
         student, targets, settings, size, channels,
-        seed=params["seed"] * 100_003 + round_index, device=resolve_device(params["device"]),
+        seed=params["seed"] * 100_003 + round_index, device=resolve_device(params["device"]), initial_state=initial_state,
     )  # fmt: skip
     artifact = {f"state.{k}": v for k, v in result.state_dict.items()}
     artifact.update(noise=result.noise, targets=result.targets)
@@ -96,9 +107,8 @@ def materialize_synthetic(generator: dict[str, torch.Tensor], teacher_api: dict[
     a mirror is a new image that the teacher must label (one more query).
     """
     channels, size, _ = input_shape(teacher_api)
-    state = {k.removeprefix("state."): v for k, v in generator.items() if k.startswith("state.")}
     images = quantize(
-        generate_images(state, generator["noise"], _generator_settings(params), size, channels, resolve_device(params["device"]))
+        generate_images(_generator_state(generator), generator["noise"], _generator_settings(params), size, channels, resolve_device(params["device"]))
     )
     if params["label_mirrors"]:
         images = torch.cat([images, images.flip(-1)])

@@ -39,11 +39,14 @@ def _round(r: int) -> Pipeline:
     """Round r's four nodes; names without a dot get the round's namespace."""
     previous = [student_dataset(r - 1), summary_dataset(r - 1)]
     earlier_pool = pool_datasets(r - 1)
+    # Used only with generator.reinitialize false; round r already depends on round r-1 through
+    # the student, so the edge changes no order.
+    previous_generator = [f"{round_namespace(r - 1)}.generator"] if r > 1 else []
     return Pipeline(
         [
             node(
                 train_round_generator,
-                [*previous, "teacher_api", "params:ideal"],
+                [*previous, "teacher_api", "params:ideal", *previous_generator],
                 ["generator", "generator_log"],
                 name="train_generator",
             ),
@@ -63,7 +66,7 @@ def _round(r: int) -> Pipeline:
             ),  # fmt: skip
         ],
         namespace=round_namespace(r),
-        inputs={*previous, "teacher_api", "teacher_query_ledger", *earlier_pool},
+        inputs={*previous, "teacher_api", "teacher_query_ledger", *earlier_pool, *previous_generator},
         outputs={student_dataset(r), summary_dataset(r)},
         parameters={"params:ideal"},
     )
