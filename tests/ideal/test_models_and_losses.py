@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from ideal_pipeline.ideal.augment import random_crop_flip
+from ideal_pipeline.ideal.generation import crop_padding
 from ideal_pipeline.ideal.losses import entropy_term, generator_loss
 from ideal_pipeline.ideal.targets import balanced_targets, round_targets, steered_targets
 from ideal_pipeline.models.classifiers import build_classifier
@@ -113,3 +114,11 @@ def test_crop_flip_without_padding_only_flips():
     views = random_crop_flip(images, padding=0, generator=torch.Generator().manual_seed(1))
     for original, view in zip(images, views):
         assert torch.equal(view, original) or torch.equal(view, original.flip(-1))
+
+
+def test_crop_padding_scales_with_the_image_unless_given():
+    assert [crop_padding("auto", size) for size in (8, 28, 32)] == [1, 4, 4]
+    assert crop_padding(2, 28) == 2
+    for bad in (-1, "four", 1.5, True):
+        with pytest.raises(ValueError, match="crop_padding"):
+            crop_padding(bad, 28)

@@ -23,6 +23,7 @@ class GeneratorSettings:
     entropy_weight: float = 5.0
     entropy_form: str = "per_sample"
     augment: bool = True
+    crop_padding: int | str = "auto"
     channels_last: bool = True
     reinitialize: bool = True
 
@@ -36,6 +37,16 @@ class GeneratorResult:
     targets: torch.Tensor  # (B,) int64
     losses: list[float]
     best_step: int
+
+
+def crop_padding(setting: int | str, image_size: int) -> int:
+    """Padding of the generator's random crop: an int, or "auto" = 1/8 of the image side
+    (4 for 28x28 and 32x32 as in the reference code, 1 for 8x8, where 4 would be half the image)."""
+    if setting == "auto":
+        return max(1, round(image_size / 8))
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
+        raise ValueError(f"ideal.generator.crop_padding must be 'auto' or an integer >= 0, got {setting!r}")
+    return setting
 
 
 def _to_format(module_or_tensor, channels_last: bool):
@@ -58,6 +69,7 @@ def train_generator(
     kept weights); its Adam state and noise are new either way.
     Returns the weights at the step whose batch had the lowest loss (the batch IDEAL keeps).
     """
+    padding = crop_padding(settings.crop_padding, image_size)
     torch.manual_seed(seed)
     rng = torch.Generator().manual_seed(seed)
     generator = Generator(settings.nz, settings.ngf, image_size, channels)
@@ -75,7 +87,7 @@ def train_generator(
     best_loss, best_step, best_state, losses = float("inf"), -1, None, []
     for step in range(settings.g_steps):
         images = generator(z)
-        views = random_crop_flip(images, generator=rng) if settings.augment else images
+        views = random_crop_flip(images, padding, generator=rng) if settings.augment else images
         loss = generator_loss(student(views), y, settings.entropy_weight, settings.entropy_form)
         value = loss.item()
         losses.append(value)
