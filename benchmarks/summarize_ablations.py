@@ -20,8 +20,8 @@ ABLATIONS = RESULTS / "ablations"
 MEANING = {
     "defaults": "IDEAL as configured: fresh generator, 20 steps, batch-balance entropy weight 5",
     "continued_g20": "generator continued from the previous round instead of re-initialised",
-    "continued_g5": "continued generator, 5 steps per round (4x less generation)",
-    "fresh_g5": "re-initialised generator, 5 steps per round",
+    "fresh_g5": "re-initialised generator, 5 steps per round (4x less generation)",
+    "continued_g5": "continued generator, 5 steps per round",
     "entropy_w0": "no entropy term",
     "entropy_w1": "entropy weight 1",
     "entropy_w20": "entropy weight 20",
@@ -64,17 +64,23 @@ def main() -> None:
         ),
         "Accuracy: the final round's student, and the query-free re-distilled one, mean ± std over the seeds;",
         "a single round's accuracy moves by a few points, so one-seed differences below ~5 points are noise.",
-        "Seconds: per run, one torch thread, two runs sharing the 2-core CPU (generation dominates).",
+        "Seconds: per run, one torch thread, two runs sharing the 2-core CPU, at times with other work (generation dominates).",
         "",
         "| variant | what changes | overrides | student % per seed | queries (ledger) | student % | re-distilled % | generation s | distillation s | total s |",
         "|---|---|---|---|---|---|---|---|---|---|",
         _line("defaults", RESULTS / "compare_fashion_mnist.csv", []),
     ]
-    for report in sorted(ABLATIONS.glob("*/compare_fashion_mnist.json")):
+    order = list(MEANING)
+    reports = sorted(ABLATIONS.glob("*/compare_fashion_mnist.json"),
+                     key=lambda r: (order.index(r.parent.name) if r.parent.name in order else len(order), r.parent.name))
+    notes = set()
+    for report in reports:
         info = json.loads(report.read_text())
         if info["queries"] != reference["queries"]:
             raise ValueError(f"{report} was run at Q={info['queries']}, the reference at Q={reference['queries']}")
         lines.append(_line(report.parent.name, report.with_suffix(".csv"), info["overrides"]))
+        notes |= {json.loads(part.read_text()).get("note") for part in report.parent.glob("seed*/compare_fashion_mnist.json")}
+    lines += ["", *(f"Note: some runs {note}." for note in sorted(filter(None, notes)))]
     (RESULTS / "ablations.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
