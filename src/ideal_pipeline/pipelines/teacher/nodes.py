@@ -22,6 +22,7 @@ def train_victim_teacher(real_train: dict[str, torch.Tensor], params: dict[str, 
     set_threads(params.get("num_threads"))
     images, labels = real_train["images"], real_train["labels"]
     channels, size = images.shape[1], images.shape[2]
+    torch.manual_seed(params["seed"])  # the initial weights too: not whatever earlier nodes left in the global RNG
     model = build_classifier(params["architecture"], channels, int(params["num_classes"]), size)
     started = time.perf_counter()
     losses = train_classifier(
