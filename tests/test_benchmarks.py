@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -101,3 +102,21 @@ def test_merge_reports_runs_from_separate_processes_together(tiny_run):
     with pytest.raises(ValueError, match="appear twice"):
         load_compare().main(["--dataset", "sklearn_digits", "--merge", str(first), str(first),
                              "--out-dir", str(first.parent / "twice")])  # fmt: skip
+
+
+def test_redistill_epochs_reads_a_finished_run_and_spends_nothing(ran_project, tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("redistill_epochs", COMPARE.with_name("redistill_epochs.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ledger = ran_project / "data/03_primary/teacher_query_ledger.sqlite"
+    paid_before = QueryLedger(ledger).paid_queries()
+    out = tmp_path / "redistill_epochs"
+    monkeypatch.chdir(ran_project)
+    monkeypatch.setattr(sys, "argv", ["redistill_epochs.py", "--project", str(ran_project), "--env", "test",
+                                      "--epochs", "1", "2", "--fresh-epochs", "1", "--out", str(out)])  # fmt: skip
+    module.main()
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert [(r["init"], r["epochs"]) for r in rows] == [("final_student", 0), ("final_student", 1), ("final_student", 2), ("fresh", 1)]
+    metrics = json.loads((ran_project / "data/08_reporting/evaluate/metrics.json").read_text())
+    assert rows[0]["accuracy"] == pytest.approx(metrics["student_accuracy"])  # epochs 0 is the pipeline's student
+    assert QueryLedger(ledger).paid_queries() == paid_before
