@@ -36,7 +36,7 @@ done | xargs -P "${JOBS:-2}" -L 1 bash -c '
     --out-dir '"$out"'/$variant/seed$seed > '"$out"'/logs/${variant}_seed$seed.log 2>&1 \
     && echo "done $variant seed $seed" || echo "FAILED $variant seed $seed (see '"$out"'/logs)"'
 for variant in $variants; do
-  parts=$(ls -d "$out/$variant"/seed* 2>/dev/null | grep -v merged || true)
+  parts=$(ls -d "$out/$variant"/seed* 2>/dev/null || true)
   [ -n "$parts" ] && $py benchmarks/compare.py --dataset fashion_mnist --merge $parts --out-dir "$out/$variant" > /dev/null
 done
 $py benchmarks/summarize_ablations.py

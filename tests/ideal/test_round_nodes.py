@@ -1,6 +1,7 @@
 """The `ideal` pipeline's generator node: fresh or continued generator, by parameter."""
 
 import copy
+from pathlib import Path
 
 import torch
 import yaml
@@ -8,11 +9,13 @@ import yaml
 from ideal_pipeline.pipelines.ideal import nodes
 from ideal_pipeline.pipelines.ideal.pipeline import create_pipeline
 
+CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
+
 API = {"input_shape": [1, 28, 28], "num_classes": 10}
 
 
 def tiny_params(**generator):
-    params = yaml.safe_load(open("conf/base/parameters_ideal.yml"))["ideal"]
+    params = yaml.safe_load((CONF / "parameters_ideal.yml").read_text())["ideal"]
     params.update(rounds=2, batch_size=20, device="cpu")
     params["generator"].update(nz=16, ngf=8, g_steps=1, channels_last=False, **generator)
     return params

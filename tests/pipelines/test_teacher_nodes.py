@@ -1,13 +1,17 @@
 """The `teacher` pipeline's training node is a function of its inputs and parameters alone."""
 
+from pathlib import Path
+
 import torch
 import yaml
 
 from ideal_pipeline.pipelines.teacher.nodes import train_victim_teacher
 
+CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
+
 
 def test_the_victim_teacher_does_not_depend_on_the_global_rng():
-    params = yaml.safe_load(open("conf/base/parameters_teacher.yml"))["teacher"]
+    params = yaml.safe_load((CONF / "parameters_teacher.yml").read_text())["teacher"]
     params.update(architecture="lenet", epochs=1, device="cpu", num_classes=10)
     torch.manual_seed(123)
     real_train = {"images": torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8), "labels": torch.arange(64) % 10}
