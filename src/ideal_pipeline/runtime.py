@@ -57,3 +57,8 @@ def settings_from(cls, values: dict[str, Any], section: str, ignore: tuple[str, 
     if unknown:
         raise ValueError(f"unknown parameter(s) {sorted(unknown)} in {section}; known: {sorted(known | set(ignore))}")
     return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def round_seed(seed: int, round_index: int) -> int:
+    """The seed of one round of a run: distinct per round and per run seed, the same on every rerun."""
+    return seed * 100_003 + round_index

@@ -1,22 +1,23 @@
-"""The `ideal` pipeline's generator node: fresh or continued generator, by parameter."""
+"""The round nodes: fresh or continued generator, seeds, and the pool read once."""
 
 import copy
-from pathlib import Path
 
 import torch
-import yaml
 
+from ideal_pipeline.datasets import LabelledPoolDataset, TensorDataset
+from ideal_pipeline.datasets import labelled_pool_dataset
+from ideal_pipeline.pipeline_registry import parameters_from_conf
 from ideal_pipeline.pipelines.ideal import nodes
-from ideal_pipeline.pipelines.ideal.pipeline import create_pipeline
-
-CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
+from ideal_pipeline.pipelines.ideal.pipeline import create_method_pipeline, create_pipeline
+from tests.conftest import REPO
 
 API = {"input_shape": [1, 28, 28], "num_classes": 10}
+COMPUTE = {"device": "cpu", "num_threads": 0}
 
 
 def tiny_params(**generator):
-    params = yaml.safe_load((CONF / "parameters_ideal.yml").read_text())["ideal"]
-    params.update(rounds=2, batch_size=20, device="cpu")
+    params = parameters_from_conf(REPO)["ideal"]
+    params.update(rounds=2, batch_size=20)
     params["generator"].update(nz=16, ngf=8, g_steps=1, channels_last=False, **generator)
     return params
 
@@ -27,17 +28,18 @@ def generator_weights(artifact):
 
 
 def two_rounds_of_generators(params):
-    student, summary = nodes.initialize_student(API, params)
-    first, _ = nodes.train_round_generator(student, summary, API, params)
-    second, _ = nodes.train_round_generator(student, {**summary, "round": 1}, API, params, copy.deepcopy(first))
-    alone, _ = nodes.train_round_generator(student, {**summary, "round": 1}, API, params)
+    plan = {"method": "ideal", "planned_queries": 80}
+    student, summary = nodes.initialize_student(plan, API, params["student"], params["seed"])
+    args = (API, params["generator"], params["student"], params["batch_size"], params["seed"], COMPUTE)
+    first, _ = nodes.train_generator(student, summary, *args)
+    second, _ = nodes.train_generator(student, {**summary, "round": 1}, *args, copy.deepcopy(first))
+    alone, _ = nodes.train_generator(student, {**summary, "round": 1}, *args)
     return first, second, alone
 
 
 def test_a_reinitialised_generator_ignores_the_previous_rounds():
-    first, second, alone = two_rounds_of_generators(tiny_params(reinitialize=True))
-    assert all(torch.equal(v, alone[k]) for k, v in second.items())
-    assert not torch.equal(second["state.body.2.weight"], first["state.body.2.weight"])
+    first, _, alone = two_rounds_of_generators(tiny_params(reinitialize=True))
+    assert not torch.equal(alone["state.body.2.weight"], first["state.body.2.weight"])
 
 
 def test_a_continued_generator_starts_from_the_previous_rounds():
@@ -47,9 +49,35 @@ def test_a_continued_generator_starts_from_the_previous_rounds():
     assert not torch.equal(second["noise"], first["noise"])  # new noise each round
 
 
-def test_each_round_after_the_first_can_read_the_previous_generator():
-    pipeline = create_pipeline(rounds=3)
-    generator_nodes = {n.name: n for n in pipeline.nodes if n.name.endswith("train_generator")}
-    assert "round_001.generator" not in generator_nodes["round_001.train_generator"].inputs
-    assert "round_001.generator" in generator_nodes["round_002.train_generator"].inputs
-    assert "round_002.generator" in generator_nodes["round_003.train_generator"].inputs
+def test_the_previous_generator_is_read_only_when_it_is_continued():
+    continued = {n.name: n for n in create_pipeline(rounds=3, reinitialize=False).nodes}
+    # (a round reads `ideal.round_NNN.generator`; `params:ideal.generator` is its settings)
+    assert "ideal.round_001.generator" in continued["ideal.round_002.train_generator"].inputs
+    assert "ideal.round_002.generator" in continued["ideal.round_003.train_generator"].inputs
+    fresh = create_pipeline(rounds=3, reinitialize=True)
+    trainers = [n for n in fresh.nodes if n.name.endswith("train_generator")]
+    assert len(trainers) == 3 and not [n for n in trainers if any(i.startswith("ideal.round_") and i.endswith(".generator") for i in n.inputs)]
+
+
+def test_ideal_has_no_edge_from_real_data_and_the_real_data_baseline_has_one():
+    real = {"real_train", "real_validation", "real_test"}
+    assert not real & create_pipeline(rounds=3).inputs()
+    assert "real_train" in create_method_pipeline("real_data", rounds=2).inputs()
+    assert not real & create_method_pipeline("uniform_noise", rounds=2).inputs()
+
+
+def test_the_pool_reads_each_rounds_files_once_per_process(tmp_path, monkeypatch):
+    for r in (1, 2, 3):
+        TensorDataset(str(tmp_path / f"round_{r:03d}/synthetic_images.safetensors")).save(torch.full((4, 1, 2, 2), r, dtype=torch.uint8))
+        TensorDataset(str(tmp_path / f"round_{r:03d}/teacher_labels.safetensors")).save(torch.full((4,), r))
+    reads = []
+    original = labelled_pool_dataset.load_file
+    monkeypatch.setattr(labelled_pool_dataset, "load_file", lambda path: reads.append(path) or original(path))
+    pool = LabelledPoolDataset(str(tmp_path)).load()
+    for rounds in (1, 2, 3):
+        images, labels = pool.load(rounds)
+        assert len(images) == len(labels) == 4 * rounds
+        assert labels.tolist() == [r for r in range(1, rounds + 1) for _ in range(4)]
+    assert len(reads) == 6  # three rounds, two files each, each read once
+    TensorDataset(str(tmp_path / "round_002/teacher_labels.safetensors")).save(torch.full((4,), 9))
+    assert pool.load(3)[1][4:8].tolist() == [9] * 4  # a rewritten file is read again

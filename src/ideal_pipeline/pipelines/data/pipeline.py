@@ -4,4 +4,6 @@ from ideal_pipeline.pipelines.data.nodes import load_real_data
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline([node(load_real_data, "params:data", ["real_train", "real_test"], name="load_real_data")])
+    return Pipeline(
+        [node(load_real_data, "params:data", ["real_train", "real_validation", "real_test"], name="load_real_data")]
+    )

@@ -1,102 +1,191 @@
-"""Nodes of the `evaluate` pipeline (no teacher queries: the owner's test predictions are used)."""
+"""Nodes of the `evaluate` pipeline (no teacher queries: the owner's test predictions are used).
+
+The validation split chooses settings; the test set is reported beside it, never used to pick.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from ideal_pipeline.datasets.labelled_pool_dataset import LabelledPool
 from ideal_pipeline.ideal.distillation import predict
 from ideal_pipeline.runtime import load_student, resolve_device
 
 logger = logging.getLogger(__name__)
 
+LAST_ROUNDS = 5  # the final student's accuracy moves from round to round: report the last rounds' mean too
 
-def _score(state, real_test, teacher_predictions, teacher_api, architecture, device) -> tuple[float, float]:
-    predictions = predict(load_student(architecture, teacher_api, state), real_test["images"], device)
-    return (
-        (predictions == real_test["labels"]).float().mean().item(),
-        (predictions == teacher_predictions).float().mean().item(),
+
+def _accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
+    return (predictions == labels).float().mean().item()
+
+
+def _by_round(partitions: dict[str, Callable[[], Any]], last_round: int) -> list[tuple[int, Callable[[], Any]]]:
+    """Partitions `round_NNN` of rounds 1..last_round, in order (later rounds of an older run are ignored)."""
+    rounds = sorted(
+        (int(key.strip("/").removeprefix("round_")), load)
+        for key, load in partitions.items()
+        if key.strip("/").startswith("round_")
     )
+    found = [r for r, _ in rounds if r <= last_round]
+    if found != list(range(1, last_round + 1)):
+        missing = sorted(set(range(1, last_round + 1)) - set(found))
+        raise ValueError(f"rounds {missing[:5]}{'...' if len(missing) > 5 else ''} have no artifact: rerun them")
+    return [(r, load) for r, load in rounds if r <= last_round]
 
 
 def score_students(
+    round_students: dict[str, Callable[[], dict[str, torch.Tensor]]],
+    pool_summaries: dict[str, Callable[[], dict[str, Any]]],
+    final_summary: dict[str, Any],
+    real_validation: dict[str, torch.Tensor],
     real_test: dict[str, torch.Tensor],
     teacher_test_predictions: torch.Tensor,
     teacher_api: dict[str, Any],
-    ideal_params: dict[str, Any],
-    params: dict[str, Any],
-    *students_and_summaries: Any,
+    student_params: dict[str, Any],
+    compute: dict[str, Any],
 ) -> pd.DataFrame:
-    """Test accuracy and teacher agreement of the student after each round, against queries."""
-    device = resolve_device(params["device"])
-    states, summaries = students_and_summaries[0::2], students_and_summaries[1::2]
+    """Per round: queries, validation and test accuracy, agreement with the teacher, class coverage."""
+    device = resolve_device(compute["device"])
+    summaries = dict(_by_round(pool_summaries, final_summary["round"]))
     rows = []
-    for state, summary in zip(states, summaries):
-        accuracy, agreement = _score(
-            state, real_test, teacher_test_predictions, teacher_api, ideal_params["student"]["architecture"], device
-        )
-        rows.append({"round": summary["round"], "queries_used": summary["queries_used"], "student_accuracy": accuracy, "agreement": agreement})
-        logger.info("round %d/%d | queries %d | student accuracy %.2f%%", summary["round"], len(states), summary["queries_used"], 100 * accuracy)
+    for round_index, load in _by_round(round_students, final_summary["round"]):
+        student = load_student(student_params["architecture"], teacher_api, load())
+        summary = summaries[round_index]()
+        test_predictions = predict(student, real_test["images"], device)
+        rows.append(
+            {
+                "round": round_index,
+                "queries_used": summary["queries_used"],
+                "validation_accuracy": _accuracy(predict(student, real_validation["images"], device),
+                                                 real_validation["labels"]),
+                "student_accuracy": _accuracy(test_predictions, real_test["labels"]),
+                "agreement": _accuracy(test_predictions, teacher_test_predictions),
+                "smallest_class_count": min(summary["class_counts"]),
+                "target_hit_rate": summary.get("target_hit_rate"),
+            }
+        )  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _final_and_recent(curve: pd.DataFrame) -> dict[str, float]:
+    recent = curve.tail(LAST_ROUNDS)
+    return {
+        "student_accuracy": float(curve["student_accuracy"].iloc[-1]),
+        "validation_accuracy": float(curve["validation_accuracy"].iloc[-1]),
+        "agreement": float(curve["agreement"].iloc[-1]),
+        f"student_accuracy_last{LAST_ROUNDS}_mean": float(recent["student_accuracy"].mean()),
+        f"validation_accuracy_last{LAST_ROUNDS}_mean": float(recent["validation_accuracy"].mean()),
+    }
+
+
+def _coverage(final_summary: dict[str, Any]) -> dict[str, Any]:
+    counts = final_summary["class_counts"]
+    return {
+        "queries_used": int(final_summary["queries_used"]),
+        "rounds": int(final_summary["round"]),
+        "pool_size": int(final_summary["pool_size"]),
+        "teacher_label_counts": counts,
+        "smallest_class_share": min(counts) / max(sum(counts), 1),
+    }
 
 
 def summarize_metrics(
     accuracy_vs_queries: pd.DataFrame,
     redistilled_student: dict[str, torch.Tensor],
+    final_summary: dict[str, Any],
+    real_validation: dict[str, torch.Tensor],
     real_test: dict[str, torch.Tensor],
     teacher_test_predictions: torch.Tensor,
     teacher_metrics: dict[str, Any],
-    final_summary: dict[str, Any],
     teacher_api: dict[str, Any],
-    ideal_params: dict[str, Any],
-    params: dict[str, Any],
+    student_params: dict[str, Any],
+    batch_size: int,
+    compute: dict[str, Any],
 ) -> dict[str, Any]:
     """Headline metrics for `dvc metrics show`: the *final* students, never a best-on-test pick."""
-    final = accuracy_vs_queries.iloc[-1]
-    redistilled_accuracy, redistilled_agreement = _score(
-        redistilled_student, real_test, teacher_test_predictions, teacher_api,
-        ideal_params["student"]["architecture"], resolve_device(params["device"]),
-    )  # fmt: skip
+    device = resolve_device(compute["device"])
+    redistilled = load_student(student_params["architecture"], teacher_api, redistilled_student)
+    redistilled_test = predict(redistilled, real_test["images"], device)
+    rounds = int(final_summary["round"])
     metrics = {
-        "student_accuracy": float(final["student_accuracy"]),
-        "agreement": float(final["agreement"]),
-        "redistilled_student_accuracy": redistilled_accuracy,
-        "redistilled_agreement": redistilled_agreement,
+        **_final_and_recent(accuracy_vs_queries),
+        "redistilled_student_accuracy": _accuracy(redistilled_test, real_test["labels"]),
+        "redistilled_validation_accuracy": _accuracy(
+            predict(redistilled, real_validation["images"], device), real_validation["labels"]
+        ),
+        "redistilled_agreement": _accuracy(redistilled_test, teacher_test_predictions),
         "teacher_accuracy": float(teacher_metrics["teacher_accuracy"]),
-        "queries_used": int(final_summary["queries_used"]),
-        "rounds": int(final_summary["round"]),
-        "pool_size": int(final_summary["pool_size"]),
-        "teacher_label_counts": final_summary["class_counts"],
+        **_coverage(final_summary),
+        # What the reference code would have paid for the same rounds: it re-labels its whole
+        # (augmented) pool every round, B * r queries in round r. Computed, not run.
+        "reference_code_queries": batch_size * rounds * (rounds + 1) // 2,
     }
     logger.info(
-        "student %.2f%% (re-distilled %.2f%%), teacher %.2f%%, agreement %.2f%%, %d queries",
-        100 * metrics["student_accuracy"], 100 * redistilled_accuracy, 100 * metrics["teacher_accuracy"],
-        100 * metrics["agreement"], metrics["queries_used"],
+        "student %.2f%% (last %d rounds %.2f%%, re-distilled %.2f%%), validation %.2f%%, teacher %.2f%%, %d queries",
+        100 * metrics["student_accuracy"], LAST_ROUNDS, 100 * metrics[f"student_accuracy_last{LAST_ROUNDS}_mean"],
+        100 * metrics["redistilled_student_accuracy"], 100 * metrics["validation_accuracy"],
+        100 * metrics["teacher_accuracy"], metrics["queries_used"],
     )  # fmt: skip
     return metrics
+
+
+def summarize_baseline(accuracy_vs_queries: pd.DataFrame, final_summary: dict[str, Any]) -> dict[str, Any]:
+    """A baseline's final student and its spend, in the same terms as IDEAL's metrics."""
+    return {
+        "method": final_summary["method"],
+        **_final_and_recent(accuracy_vs_queries),
+        **_coverage(final_summary),
+    }
 
 
 def plot_accuracy_curve(accuracy_vs_queries: pd.DataFrame, metrics: dict[str, Any]) -> Figure:
     figure = Figure(figsize=(7, 4.5), dpi=110)
     axes = figure.subplots()
-    axes.plot(accuracy_vs_queries["queries_used"], 100 * accuracy_vs_queries["student_accuracy"], marker=".", label="student (round by round)")
-    axes.plot(accuracy_vs_queries["queries_used"], 100 * accuracy_vs_queries["agreement"], alpha=0.6, label="agreement with teacher")
+    queries = accuracy_vs_queries["queries_used"]
+    axes.plot(queries, 100 * accuracy_vs_queries["student_accuracy"], marker=".", label="student, test set")
+    axes.plot(queries, 100 * accuracy_vs_queries["validation_accuracy"], alpha=0.7, label="student, validation split")
+    axes.plot(queries, 100 * accuracy_vs_queries["agreement"], alpha=0.5, label="agreement with teacher")
     axes.axhline(100 * metrics["teacher_accuracy"], color="grey", linestyle="--", label="teacher")
-    axes.scatter([metrics["queries_used"]], [100 * metrics["redistilled_student_accuracy"]], color="red", zorder=3, label="re-distilled (0 extra queries)")
-    axes.set(xlabel="teacher queries", ylabel="test accuracy (%)", title="IDEAL: student accuracy against queries", ylim=(0, 100))
+    axes.scatter([metrics["queries_used"]], [100 * metrics["redistilled_student_accuracy"]], color="red", zorder=3,
+                 label="re-distilled (0 extra queries)")  # fmt: skip
+    axes.set(xlabel="teacher queries", ylabel="accuracy (%)", title="IDEAL: student accuracy against queries",
+             ylim=(0, 100))  # fmt: skip
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right")
     figure.tight_layout()
     return figure
 
 
-def plot_synthetic_grid(teacher_api: dict[str, Any], params: dict[str, Any], *pool: torch.Tensor) -> Figure:
+def plot_class_coverage(pool_summaries: dict[str, Callable[[], dict[str, Any]]], final_summary: dict[str, Any],
+                        teacher_api: dict[str, Any]) -> Figure:  # fmt: skip
+    """Share of the teacher's labels per class as queries grow: a class it never gives cannot be learned."""
+    summaries = [load() for _, load in _by_round(pool_summaries, final_summary["round"])]
+    queries = [s["queries_used"] for s in summaries]
+    counts = torch.tensor([s["class_counts"] for s in summaries], dtype=torch.float64)
+    shares = (100 * counts / counts.sum(1, keepdim=True).clamp_min(1)).T.numpy()
+    names = teacher_api.get("class_names") or list(range(teacher_api["num_classes"]))
+    figure = Figure(figsize=(7, 4.5), dpi=110)
+    axes = figure.subplots()
+    axes.stackplot(queries, shares, labels=[str(n) for n in names])
+    axes.set(xlabel="teacher queries", ylabel="share of the teacher's labels (%)", ylim=(0, 100),
+             title="Class coverage of the labelled pool")  # fmt: skip
+    axes.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def plot_synthetic_grid(
+    labelled_pool: LabelledPool, final_summary: dict[str, Any], teacher_api: dict[str, Any], params: dict[str, Any]
+) -> Figure:
     """Synthetic images grouped by the label the teacher gave them (one row per class)."""
-    images, labels = torch.cat(pool[0::2]), torch.cat(pool[1::2])
+    images, labels = labelled_pool.load(final_summary["round"])
     per_class = params["grid_per_class"]
     names = teacher_api.get("class_names") or list(range(teacher_api["num_classes"]))
     figure = Figure(figsize=(per_class * 0.9 + 1.6, len(names) * 0.9), dpi=100)

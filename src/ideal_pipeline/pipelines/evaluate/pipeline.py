@@ -1,32 +1,45 @@
 from kedro.pipeline import Pipeline, node
 
-from ideal_pipeline.pipelines.evaluate.nodes import plot_accuracy_curve, plot_synthetic_grid, score_students, summarize_metrics
-from ideal_pipeline.pipelines.ideal.pipeline import pool_datasets, student_dataset, summary_dataset
+from ideal_pipeline.pipelines.evaluate.nodes import (
+    plot_accuracy_curve,
+    plot_class_coverage,
+    plot_synthetic_grid,
+    score_students,
+    summarize_metrics,
+)
+from ideal_pipeline.pipelines.ideal.pipeline import IDEAL, round_dataset
+
+
+def score_round_students(namespace: str, rounds: int) -> node:
+    """The method's student after every round, on the validation split and the test set."""
+    return node(
+        score_students,
+        [f"{namespace}.round_students", f"{namespace}.pool_summaries", round_dataset(namespace, rounds, "pool_summary"),
+         "real_validation", "real_test", "teacher_test_predictions", "teacher_api", "params:ideal.student",
+         "params:compute"],
+        f"{namespace}.accuracy_vs_queries",
+        name="score_students",
+    )  # fmt: skip
 
 
 def create_pipeline(rounds: int = 1, **kwargs) -> Pipeline:
-    per_round = [name for r in range(1, rounds + 1) for name in (student_dataset(r), summary_dataset(r))]
+    final_summary = round_dataset(IDEAL, rounds, "pool_summary")
     return Pipeline(
         [
-            node(
-                score_students,
-                ["real_test", "teacher_test_predictions", "teacher_api", "params:ideal", "params:evaluate", *per_round],
-                "accuracy_vs_queries",
-                name="score_students",
-            ),
+            score_round_students(IDEAL, rounds),
             node(
                 summarize_metrics,
-                ["accuracy_vs_queries", "redistilled_student", "real_test", "teacher_test_predictions", "teacher_metrics",
-                 summary_dataset(rounds), "teacher_api", "params:ideal", "params:evaluate"],
+                [f"{IDEAL}.accuracy_vs_queries", "redistilled_student", final_summary, "real_validation", "real_test",
+                 "teacher_test_predictions", "teacher_metrics", "teacher_api", "params:ideal.student",
+                 "params:ideal.batch_size", "params:compute"],
                 "ideal_metrics",
                 name="summarize_metrics",
             ),  # fmt: skip
-            node(plot_accuracy_curve, ["accuracy_vs_queries", "ideal_metrics"], "accuracy_vs_queries_plot", name="plot_accuracy_curve"),
-            node(
-                plot_synthetic_grid,
-                ["teacher_api", "params:evaluate", *pool_datasets(rounds)],
-                "synthetic_grid_plot",
-                name="plot_synthetic_grid",
-            ),
+            node(plot_accuracy_curve, [f"{IDEAL}.accuracy_vs_queries", "ideal_metrics"], "accuracy_vs_queries_plot",
+                 name="plot_accuracy_curve"),  # fmt: skip
+            node(plot_class_coverage, [f"{IDEAL}.pool_summaries", final_summary, "teacher_api"], "class_coverage_plot",
+                 name="plot_class_coverage"),  # fmt: skip
+            node(plot_synthetic_grid, [f"{IDEAL}.labelled_pool", final_summary, "teacher_api", "params:evaluate"],
+                 "synthetic_grid_plot", name="plot_synthetic_grid"),  # fmt: skip
         ]
     )

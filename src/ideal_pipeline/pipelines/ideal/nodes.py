@@ -1,7 +1,9 @@
-"""Nodes of the `ideal` pipeline: thin adapters around `ideal_pipeline.ideal`.
+"""Nodes of a method's rounds: thin adapters around `ideal_pipeline.ideal`.
 
-A round's state travels between nodes as artifacts: the student's state dict and the
+A round's state travels between rounds as artifacts: the student's state dict and the
 `pool_summary` (round number, class counts of the teacher's labels so far, queries).
+The image sources of the baselines (noise, an untrained generator, real images) live here
+beside IDEAL's, so every method goes through the same labelling and distillation nodes.
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ from typing import Any
 
 import torch
 
+from ideal_pipeline.datasets.labelled_pool_dataset import LabelledPool
+from ideal_pipeline.ideal import generation
 from ideal_pipeline.ideal.distillation import DistillSettings, distill
-from ideal_pipeline.ideal.generation import GeneratorSettings, generate_images, quantize, train_generator
 from ideal_pipeline.ideal.targets import round_targets
+from ideal_pipeline.models.generator import Generator
 from ideal_pipeline.runtime import (
     build_student,
     input_shape,
     load_student,
     resolve_device,
+    round_seed,
     set_threads,
     settings_from,
     state_to_tensors,
@@ -30,8 +35,8 @@ from ideal_pipeline.teacher.ledger import QueryLedger
 logger = logging.getLogger(__name__)
 
 
-def _generator_settings(params: dict[str, Any]) -> GeneratorSettings:
-    settings = settings_from(GeneratorSettings, params["generator"], "ideal.generator", ignore=("target_sampling",))
+def _generator_settings(params: dict[str, Any]) -> generation.GeneratorSettings:
+    settings = settings_from(generation.GeneratorSettings, params, "ideal.generator", ignore=("target_sampling",))
     settings.betas = tuple(settings.betas)
     return settings
 
@@ -41,142 +46,258 @@ def _generator_state(artifact: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return {k.removeprefix("state."): v for k, v in artifact.items() if k.startswith("state.")}
 
 
-def samples_per_round(params: dict[str, Any]) -> int:
+def _generator_artifact(state: dict[str, torch.Tensor], noise: torch.Tensor, targets: torch.Tensor) -> dict:
+    return {**{f"state.{k}": v for k, v in state.items()}, "noise": noise, "targets": targets}
+
+
+def samples_per_round(batch_size: int, label_mirrors: bool) -> int:
     """Labelled samples (= queries) per round: each generated image, and its mirror if labelled."""
-    return params["batch_size"] * (2 if params["label_mirrors"] else 1)
+    return batch_size * (2 if label_mirrors else 1)
 
 
-def initialize_student(teacher_api: dict[str, Any], params: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Round 0: a randomly initialised student and an empty pool.
+def _next_round(previous_summary: dict[str, Any]) -> int:
+    return int(previous_summary["round"]) + 1
 
-    Fails before any work when the planned queries alone exceed the budget.
-    """
-    planned = params["rounds"] * samples_per_round(params)
-    budget = params["teacher_access"]["max_queries"]
+
+def plan_queries(
+    method: str, ledger: QueryLedger, rounds: int, batch_size: int, label_mirrors: bool, seed: int, access: dict[str, Any]
+) -> dict[str, Any]:
+    """Round 0: the run's planned queries against its budget; fails before any work when over it."""
+    planned = rounds * samples_per_round(batch_size, label_mirrors)
+    budget = access["max_queries"]
     if planned > budget:
         raise ValueError(
-            f"the run plans {planned} queries (rounds {params['rounds']} x {samples_per_round(params)} samples "
-            f"per round) but teacher_access.max_queries is {budget}: lower rounds or batch_size, or raise the budget"
+            f"the run plans {planned} queries (rounds {rounds} x {samples_per_round(batch_size, label_mirrors)} "
+            f"samples per round) but teacher_access.max_queries is {budget}: lower rounds or batch_size, "
+            "or raise the budget"
         )
-    torch.manual_seed(params["seed"])
-    student = build_student(params["student"]["architecture"], teacher_api)
-    summary = {"round": 0, "pool_size": 0, "queries_used": 0, "class_counts": [0] * int(teacher_api["num_classes"])}
+    return {"method": method, "planned_queries": planned, "max_queries": budget}
+
+
+def initialize_student(
+    query_plan: dict[str, Any], teacher_api: dict[str, Any], student_params: dict[str, Any], seed: int
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Round 0: a randomly initialised student and an empty pool."""
+    torch.manual_seed(seed)
+    student = build_student(student_params["architecture"], teacher_api)
+    summary = {
+        "method": query_plan["method"],
+        "round": 0,
+        "pool_size": 0,
+        "queries_used": 0,
+        "planned_queries": query_plan["planned_queries"],
+        "class_counts": [0] * int(teacher_api["num_classes"]),
+    }
     return state_to_tensors(student), summary
 
 
-def train_round_generator(
+# ------------------------------------------------------------------------------ image sources
+
+
+def train_generator(
     student_state: dict[str, torch.Tensor],
     previous_summary: dict[str, Any],
     teacher_api: dict[str, Any],
     params: dict[str, Any],
+    student_params: dict[str, Any],
+    batch_size: int,
+    seed: int,
+    compute: dict[str, Any],
     previous_generator: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Stage 1 (zero queries): a generator trained against the frozen current student.
+    """IDEAL stage 1 (zero queries): a generator trained against the frozen current student.
 
     Fresh each round (IDEAL), or, with `generator.reinitialize: false`, continued from the
     previous round's kept generator (an ablation).
     """
-    set_threads(params.get("num_threads"))
-    round_index = previous_summary["round"] + 1
+    set_threads(compute["num_threads"])
+    round_index = _next_round(previous_summary)
     channels, size, _ = input_shape(teacher_api)
-    student = load_student(params["student"]["architecture"], teacher_api, student_state)
-    targets = round_targets(params["generator"]["target_sampling"], params["batch_size"], previous_summary["class_counts"])
+    student = load_student(student_params["architecture"], teacher_api, student_state)
+    targets = round_targets(params["target_sampling"], batch_size, previous_summary["class_counts"])
     settings = _generator_settings(params)
-    initial_state = None if settings.reinitialize or previous_generator is None else _generator_state(previous_generator)
-    started = time.perf_counter()
-    result = train_generator(
+    initial_state = None if previous_generator is None else _generator_state(previous_generator)
+    result = generation.train_generator(
         student, targets, settings, size, channels,
-        seed=params["seed"] * 100_003 + round_index, device=resolve_device(params["device"]), initial_state=initial_state,
+        seed=round_seed(seed, round_index), device=resolve_device(compute["device"]), initial_state=initial_state,
     )  # fmt: skip
-    artifact = {f"state.{k}": v for k, v in result.state_dict.items()}
-    artifact.update(noise=result.noise, targets=result.targets)
     log = {
         "round": round_index,
         "losses": result.losses,
         "best_loss": min(result.losses),
         "best_step": result.best_step,
-        "seconds": time.perf_counter() - started,
+        "targets": targets.tolist(),
     }
-    return artifact, log
+    return _generator_artifact(result.state_dict, result.noise, result.targets), log
 
 
-def materialize_synthetic(generator: dict[str, torch.Tensor], teacher_api: dict[str, Any], params: dict[str, Any]) -> torch.Tensor:
-    """The round's synthetic samples as stored uint8 images (N, C, H, W).
-
-    With `label_mirrors`, each image's horizontal mirror follows it as a sample of its own:
-    a mirror is a new image that the teacher must label (one more query).
-    """
+def initialize_generator(
+    previous_summary: dict[str, Any],
+    teacher_api: dict[str, Any],
+    params: dict[str, Any],
+    batch_size: int,
+    seed: int,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Baseline: IDEAL's generator freshly initialised and never trained (what training adds)."""
+    round_index = _next_round(previous_summary)
     channels, size, _ = input_shape(teacher_api)
-    images = quantize(
-        generate_images(_generator_state(generator), generator["noise"], _generator_settings(params), size, channels, resolve_device(params["device"]))
-    )
-    if params["label_mirrors"]:
-        images = torch.cat([images, images.flip(-1)])
-    return images
+    with torch.random.fork_rng(devices=[]):  # Generator() initialises from the global RNG
+        torch.manual_seed(round_seed(seed, round_index))
+        state = Generator(params["nz"], params["ngf"], size, channels).state_dict()
+    noise = torch.randn(batch_size, params["nz"], generator=torch.Generator().manual_seed(round_seed(seed, round_index)))
+    log = {"round": round_index, "targets": None}
+    return _generator_artifact(state, noise, torch.zeros(batch_size, dtype=torch.int64)), log
+
+
+def _with_mirrors(images: torch.Tensor, label_mirrors: bool) -> torch.Tensor:
+    """Each image's horizontal mirror follows it as a sample of its own: a new image, a new query."""
+    return torch.cat([images, images.flip(-1)]) if label_mirrors else images
+
+
+def materialize_synthetic(
+    generator: dict[str, torch.Tensor],
+    teacher_api: dict[str, Any],
+    params: dict[str, Any],
+    label_mirrors: bool,
+    compute: dict[str, Any],
+) -> torch.Tensor:
+    """The round's synthetic samples as stored uint8 images (N, C, H, W), mirrors after the originals."""
+    channels, size, _ = input_shape(teacher_api)
+    images = generation.generate_images(
+        _generator_state(generator), generator["noise"], _generator_settings(params), size, channels,
+        resolve_device(compute["device"]),
+    )  # fmt: skip
+    return _with_mirrors(generation.quantize(images), label_mirrors)
+
+
+def _noise_images(kind: str, teacher_api, previous_summary, batch_size, label_mirrors, seed):
+    round_index = _next_round(previous_summary)
+    rng = torch.Generator().manual_seed(round_seed(seed, round_index))
+    shape = (samples_per_round(batch_size, label_mirrors), *input_shape(teacher_api))
+    if kind == "uniform":
+        pixels = torch.rand(shape, generator=rng)
+    else:  # centred in the pixel range, wide enough to reach both ends; quantize clips to [0, 1]
+        pixels = 0.5 + 0.25 * torch.randn(shape, generator=rng)
+    return generation.quantize(pixels), {"round": round_index, "targets": None}
+
+
+def draw_uniform_noise(teacher_api, previous_summary, batch_size, label_mirrors, seed):
+    """Baseline: U(0, 1) pixels, as many samples per round as IDEAL labels."""
+    return _noise_images("uniform", teacher_api, previous_summary, batch_size, label_mirrors, seed)
+
+
+def draw_gaussian_noise(teacher_api, previous_summary, batch_size, label_mirrors, seed):
+    """Baseline: N(0.5, 0.25^2) pixels clipped to [0, 1], as many samples per round as IDEAL labels."""
+    return _noise_images("gaussian", teacher_api, previous_summary, batch_size, label_mirrors, seed)
+
+
+def sample_real_images(
+    real_train: dict[str, torch.Tensor], previous_summary: dict[str, Any], batch_size: int, label_mirrors: bool, seed: int
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Upper bound: real training images in a seeded order, as many per round as IDEAL labels.
+
+    Past the end of the set they repeat; the ledger labels a repeat for free, so the queries
+    paid then stop at the set's size (reported, not hidden).
+    """
+    round_index = _next_round(previous_summary)
+    count, per_round = len(real_train["labels"]), samples_per_round(batch_size, label_mirrors)
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    positions = torch.arange((round_index - 1) * per_round, round_index * per_round) % count
+    return real_train["images"][order[positions]], {"round": round_index, "targets": None}
+
+
+# ------------------------------------------------------------------------------ labelling and distillation
 
 
 def label_with_teacher(
     synthetic_images: torch.Tensor,
+    previous_summary: dict[str, Any],
     teacher_api: dict[str, Any],
-    query_ledger: QueryLedger,
-    params: dict[str, Any],
+    ledger: QueryLedger,
+    access: dict[str, Any],
+    seed: int,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """One query per new synthetic sample, through the counted, budgeted, persisted client."""
-    access = params["teacher_access"]
-    teacher = accounted_teacher(access, teacher_api, query_ledger, max_queries=access["max_queries"])
+    """One query per new sample, through the counted, budgeted, persisted client.
+
+    The receipt records what this run paid and how long it took: a record of the run, not a
+    result (a rerun pays nothing), so DVC does not hash it (.dvcignore).
+    """
+    teacher = accounted_teacher(access, teacher_api, ledger, max_queries=access["max_queries"])
     started = time.perf_counter()
     labels = teacher.label(synthetic_images)
     receipt = {
+        "round": _next_round(previous_summary),
         "samples": len(labels),
         "queries_paid_now": teacher.queries_sent,
         "labels_reused_from_ledger": len(labels) - teacher.queries_sent,
-        "ledger_paid_total": query_ledger.paid_queries(),
+        "ledger_paid_total": ledger.paid_queries(),
         "max_queries": access["max_queries"],
         "seconds": time.perf_counter() - started,
     }
     return labels, receipt
 
 
+def _target_hit_rate(targets: list[int] | None, labels: torch.Tensor) -> float | None:
+    """Share of the generated images (not their mirrors) the teacher labelled as the student was asked."""
+    if not targets:
+        return None
+    return (labels[: len(targets)] == torch.tensor(targets)).float().mean().item()
+
+
 def distill_student(
     student_state: dict[str, torch.Tensor],
     previous_summary: dict[str, Any],
-    generator_log: dict[str, Any],
-    labelling_receipt: dict[str, Any],
+    labelled_pool: LabelledPool,
+    synthetic_images: torch.Tensor,
+    teacher_labels: torch.Tensor,
+    image_source_log: dict[str, Any],
     teacher_api: dict[str, Any],
     params: dict[str, Any],
-    *pool: torch.Tensor,
+    student_params: dict[str, Any],
+    seed: int,
+    compute: dict[str, Any],
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Stage 2 (zero queries): one pass of the student over the whole labelled pool so far.
+    """IDEAL stage 2 (zero queries): the student on the whole labelled pool so far.
 
-    `pool` is (images_1, labels_1, ..., images_r, labels_r), every round up to this one.
+    The earlier rounds' samples come from the pool (read once per process); this round's are
+    the node's own inputs.
     """
-    set_threads(params.get("num_threads"))
-    round_index = previous_summary["round"] + 1
-    images, labels = torch.cat(pool[0::2]), torch.cat(pool[1::2])
-    student = load_student(params["student"]["architecture"], teacher_api, student_state)
+    set_threads(compute["num_threads"])
+    round_index = _next_round(previous_summary)
+    earlier_images, earlier_labels = labelled_pool.load(round_index - 1)
+    if len(earlier_labels) != previous_summary["pool_size"]:
+        raise ValueError(
+            f"the pool of rounds 1-{round_index - 1} holds {len(earlier_labels)} samples but round "
+            f"{round_index - 1}'s summary says {previous_summary['pool_size']}: rerun the earlier rounds"
+        )
+    images = torch.cat([earlier_images, synthetic_images])
+    labels = torch.cat([earlier_labels, teacher_labels])
+    student = load_student(student_params["architecture"], teacher_api, student_state)
     started = time.perf_counter()
     losses = distill(
-        student, images, labels, settings_from(DistillSettings, params["distill"], "ideal.distill"),
-        seed=params["seed"] * 100_003 + round_index, device=resolve_device(params["device"]),
+        student, images, labels, settings_from(DistillSettings, params, "ideal.distill"),
+        seed=round_seed(seed, round_index), device=resolve_device(compute["device"]),
     )  # fmt: skip
-    new_labels = pool[-1]
-    counts = torch.tensor(previous_summary["class_counts"]) + torch.bincount(new_labels, minlength=len(previous_summary["class_counts"]))
+    counts = torch.tensor(previous_summary["class_counts"]) + torch.bincount(
+        teacher_labels, minlength=len(previous_summary["class_counts"])
+    )
     summary = {
+        "method": previous_summary["method"],
         "round": round_index,
         "pool_size": len(labels),
-        "queries_used": previous_summary["queries_used"] + len(new_labels),
+        "queries_used": previous_summary["queries_used"] + len(teacher_labels),
+        "planned_queries": previous_summary["planned_queries"],
         "class_counts": counts.tolist(),
+        "smallest_class_count": int(counts.min()),
+        "target_hit_rate": _target_hit_rate(image_source_log.get("targets"), teacher_labels),
         "distill_loss": losses[-1],
-        "generator_loss": generator_log["best_loss"],
-        "generation_seconds": generator_log["seconds"],
-        "labelling_seconds": labelling_receipt["seconds"],
-        "distill_seconds": time.perf_counter() - started,
-        "queries_paid_now": labelling_receipt["queries_paid_now"],
+        "generator_loss": image_source_log.get("best_loss"),
     }
+    hit_rate = summary["target_hit_rate"]
     logger.info(
-        "round %d/%d | queries %d (paid now %d) | generator loss %.3f | distill loss %.3f | %.1f s",
-        round_index, params["rounds"], summary["queries_used"], summary["queries_paid_now"],
-        summary["generator_loss"], summary["distill_loss"],
-        generator_log["seconds"] + labelling_receipt["seconds"] + summary["distill_seconds"],
+        "%s round %d | queries %d/%d | targets hit %s | rarest class %d | distill loss %.3f (%.1f s)",
+        summary["method"], round_index, summary["queries_used"], summary["planned_queries"],
+        "-" if hit_rate is None else f"{100 * hit_rate:.0f}%", summary["smallest_class_count"],
+        summary["distill_loss"], time.perf_counter() - started,
     )  # fmt: skip
     return state_to_tensors(student.cpu()), summary

@@ -1,82 +1,165 @@
-"""One namespaced sub-pipeline per round (`round_001`, ...), chained through the student.
+"""The rounds of a method, one nested namespace each: `ideal.round_001` ... `ideal.round_E`.
 
-Each round is its own Kedro namespace, so kedro-viz collapses it into one box and a single
-stage reruns with `kedro run --nodes round_007.distill_student`.
+One factory builds IDEAL and its query-matched baselines. Every method's round is the same
+three steps, an image source, `label_with_teacher` and `distill_student`; only the image source
+differs (IDEAL: `train_generator` + `materialize_synthetic` against the current student). Each
+method lives in its own namespace, so it has its own artifacts and its own query ledger, and
+kedro-viz folds it into one box (expand it for the rounds, expand a round for its stages).
 """
+
+from __future__ import annotations
+
+from functools import partial, update_wrapper
 
 from kedro.pipeline import Pipeline, node
 
-from ideal_pipeline.pipelines.ideal.nodes import (
-    distill_student,
-    initialize_student,
-    label_with_teacher,
-    materialize_synthetic,
-    train_round_generator,
-)
+from ideal_pipeline.pipelines.ideal import nodes
+
+IDEAL = "ideal"
+BASELINES = ("uniform_noise", "gaussian_noise", "untrained_generator", "real_data")
+METHODS = (IDEAL, *BASELINES)
+
+# The run-wide inputs every round reads; namespaces leave them unprefixed.
+SHARED_INPUTS = ("teacher_api", "real_train")
 
 
-def round_namespace(round_index: int) -> str:
-    return f"round_{round_index:03d}"
+def method_namespace(method: str) -> str:
+    """`ideal` for IDEAL; baselines are grouped under `baselines` (their own catalog folders)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    return IDEAL if method == IDEAL else f"baselines.{method}"
 
 
-def student_dataset(round_index: int) -> str:
-    return f"student_{round_index:03d}"
+def round_dataset(namespace: str, round_index: int, name: str) -> str:
+    """e.g. `ideal.round_007.student`: every artifact of a round lives under its namespace.
+
+    Round 0 is the start of the chain: `ideal.initial_student`, `ideal.initial_pool_summary`.
+    """
+    if round_index == 0:
+        return f"{namespace}.initial_{name}"
+    return f"{namespace}.round_{round_index:03d}.{name}"
 
 
-def summary_dataset(round_index: int) -> str:
-    return f"pool_summary_{round_index:03d}"
+def _image_source(method: str, reinitialize: bool, round_index: int) -> list:
+    """Nodes that make the round's `synthetic_images` (and an `image_source_log`)."""
+    previous = ["previous_student", "previous_pool_summary"]
+    if method == IDEAL:
+        # The previous round's generator is read only when it is continued (an ablation).
+        continued = ["previous_generator"] if not reinitialize and round_index > 1 else []
+        return [
+            node(
+                nodes.train_generator,
+                [*previous, "teacher_api", "params:ideal.generator", "params:ideal.student", "params:ideal.batch_size",
+                 "params:ideal.seed", "params:compute", *continued],
+                ["generator", "image_source_log"],
+                name="train_generator",
+            ),  # fmt: skip
+            node(
+                nodes.materialize_synthetic,
+                ["generator", "teacher_api", "params:ideal.generator", "params:ideal.label_mirrors", "params:compute"],
+                "synthetic_images",
+                name="materialize_synthetic",
+            ),
+        ]
+    plan = ["previous_pool_summary", "params:ideal.batch_size", "params:ideal.label_mirrors", "params:ideal.seed"]
+    if method == "untrained_generator":
+        return [
+            node(
+                nodes.initialize_generator,
+                ["previous_pool_summary", "teacher_api", "params:ideal.generator", "params:ideal.batch_size",
+                 "params:ideal.seed"],
+                ["generator", "image_source_log"],
+                name="initialize_generator",
+            ),  # fmt: skip
+            node(
+                nodes.materialize_synthetic,
+                ["generator", "teacher_api", "params:ideal.generator", "params:ideal.label_mirrors", "params:compute"],
+                "synthetic_images",
+                name="materialize_synthetic",
+            ),
+        ]
+    if method == "real_data":
+        return [node(nodes.sample_real_images, ["real_train", *plan], ["synthetic_images", "image_source_log"],
+                     name="sample_real_images")]  # fmt: skip
+    draw = nodes.draw_uniform_noise if method == "uniform_noise" else nodes.draw_gaussian_noise
+    return [node(draw, ["teacher_api", *plan], ["synthetic_images", "image_source_log"], name=draw.__name__)]
 
 
-def pool_datasets(rounds: int) -> list[str]:
-    """Images and teacher labels of rounds 1..`rounds`, interleaved: the labelled pool."""
-    names = []
-    for r in range(1, rounds + 1):
-        names += [f"{round_namespace(r)}.synthetic_images", f"{round_namespace(r)}.teacher_labels"]
-    return names
-
-
-def _round(r: int) -> Pipeline:
-    """Round r's four nodes; names without a dot get the round's namespace."""
-    previous = [student_dataset(r - 1), summary_dataset(r - 1)]
-    earlier_pool = pool_datasets(r - 1)
-    # Used only with generator.reinitialize false; round r already depends on round r-1 through
-    # the student, so the edge changes no order.
-    previous_generator = [f"{round_namespace(r - 1)}.generator"] if r > 1 else []
+def _round(namespace: str, method: str, reinitialize: bool, round_index: int) -> Pipeline:
+    """Round r of a method: names without a dot get the round's namespace."""
+    previous = {
+        "previous_student": round_dataset(namespace, round_index - 1, "student"),
+        "previous_pool_summary": round_dataset(namespace, round_index - 1, "pool_summary"),
+        "previous_generator": round_dataset(namespace, round_index - 1, "generator"),
+    }
+    steps = [
+        *_image_source(method, reinitialize, round_index),
+        node(
+            nodes.label_with_teacher,
+            ["synthetic_images", "previous_pool_summary", "teacher_api", "teacher_query_ledger",
+             "params:ideal.teacher_access", "params:ideal.seed"],
+            ["teacher_labels", "labelling_receipt"],
+            name="label_with_teacher",
+        ),  # fmt: skip
+        node(
+            nodes.distill_student,
+            ["previous_student", "previous_pool_summary", "labelled_pool", "synthetic_images", "teacher_labels",
+             "image_source_log", "teacher_api", "params:ideal.distill",
+             "params:ideal.student", "params:ideal.seed", "params:compute"],
+            ["student", "pool_summary"],
+            name="distill_student",
+        ),  # fmt: skip
+    ]
+    round_pipeline = Pipeline(steps)
+    # The ledger and the pool reader belong to the method, not to the round.
+    method_level = {"teacher_query_ledger": f"{namespace}.teacher_query_ledger",
+                    "labelled_pool": f"{namespace}.labelled_pool"}  # fmt: skip
+    used = round_pipeline.inputs()
     return Pipeline(
+        [round_pipeline],
+        namespace=f"{namespace}.round_{round_index:03d}",
+        inputs={**{k: v for k, v in previous.items() if k in used}, **method_level,
+                **{name: name for name in SHARED_INPUTS if name in used}},
+        parameters={p for p in round_pipeline.inputs() if p.startswith("params:")},
+    )  # fmt: skip
+
+
+def create_method_pipeline(method: str, rounds: int, reinitialize: bool = True) -> Pipeline:
+    """Round 0 (budget check, initial student) and rounds 1..E of one method, in its namespace."""
+    namespace = method_namespace(method)
+    if rounds < 1:
+        raise ValueError(f"ideal.rounds must be >= 1, got {rounds}")
+    start = Pipeline(
         [
             node(
-                train_round_generator,
-                [*previous, "teacher_api", "params:ideal", *previous_generator],
-                ["generator", "generator_log"],
-                name="train_generator",
-            ),
-            node(materialize_synthetic, ["generator", "teacher_api", "params:ideal"], "synthetic_images", name="materialize_synthetic"),
-            node(
-                label_with_teacher,
-                ["synthetic_images", "teacher_api", "teacher_query_ledger", "params:ideal"],
-                ["teacher_labels", "labelling_receipt"],
-                name="label_with_teacher",
-            ),
-            node(
-                distill_student,
-                [*previous, "generator_log", "labelling_receipt", "teacher_api", "params:ideal",
-                 *earlier_pool, "synthetic_images", "teacher_labels"],
-                [student_dataset(r), summary_dataset(r)],
-                name="distill_student",
+                update_wrapper(partial(nodes.plan_queries, method), nodes.plan_queries),
+                ["teacher_query_ledger", "params:ideal.rounds", "params:ideal.batch_size",
+                 "params:ideal.label_mirrors", "params:ideal.seed", "params:ideal.teacher_access"],
+                "query_plan",
+                name="plan_queries",
             ),  # fmt: skip
-        ],
-        namespace=round_namespace(r),
-        inputs={*previous, "teacher_api", "teacher_query_ledger", *earlier_pool, *previous_generator},
-        outputs={student_dataset(r), summary_dataset(r)},
-        parameters={"params:ideal"},
+            node(
+                nodes.initialize_student,
+                ["query_plan", "teacher_api", "params:ideal.student", "params:ideal.seed"],
+                [round_dataset(namespace, 0, "student"), round_dataset(namespace, 0, "pool_summary")],
+                name="initialize_student",
+            ),
+        ]
+    )
+    return Pipeline(
+        [
+            Pipeline(
+                [start],
+                namespace=namespace,
+                inputs={"teacher_api"},
+                outputs={round_dataset(namespace, 0, "student"), round_dataset(namespace, 0, "pool_summary")},
+                parameters={p for p in start.inputs() if p.startswith("params:")},
+            ),
+            *[_round(namespace, method, reinitialize, r) for r in range(1, rounds + 1)],
+        ]
     )
 
 
-def create_pipeline(rounds: int = 1, **kwargs) -> Pipeline:
-    start = node(
-        initialize_student,
-        ["teacher_api", "params:ideal"],
-        [student_dataset(0), summary_dataset(0)],
-        name="initialize_student",
-    )
-    return Pipeline([Pipeline([start]), *[_round(r) for r in range(1, rounds + 1)]])
+def create_pipeline(rounds: int = 1, reinitialize: bool = True, **kwargs) -> Pipeline:
+    """IDEAL itself: the default graph, with no edge from real training data."""
+    return create_method_pipeline(IDEAL, rounds, reinitialize)

@@ -1,17 +1,19 @@
 from kedro.pipeline import Pipeline, node
 
-from ideal_pipeline.pipelines.ideal.pipeline import pool_datasets, student_dataset
+from ideal_pipeline.pipelines.ideal.pipeline import IDEAL, round_dataset
 from ideal_pipeline.pipelines.redistill.nodes import redistill_student
 
 
 def create_pipeline(rounds: int = 1, **kwargs) -> Pipeline:
+    """A student trained on IDEAL's whole labelled pool after the last round: zero queries."""
     return Pipeline(
         [
             node(
                 redistill_student,
-                [student_dataset(rounds), "teacher_api", "params:redistill", "params:ideal.student", *pool_datasets(rounds)],
+                [round_dataset(IDEAL, rounds, "student"), round_dataset(IDEAL, rounds, "pool_summary"),
+                 f"{IDEAL}.labelled_pool", "teacher_api", "params:redistill", "params:ideal.student", "params:compute"],
                 ["redistilled_student", "redistill_log"],
                 name="redistill_student",
-            )
+            )  # fmt: skip
         ]
     )
