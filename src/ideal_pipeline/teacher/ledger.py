@@ -210,15 +210,16 @@ class QueryLedger:
         finally:
             _ACTIVE_CALLS.discard(holder)
 
-    def lookup(self, keys: list[str], teacher: str) -> dict[str, int]:
-        """Labels `teacher` already gave, among `keys`."""
+    def lookup(self, keys: list[str], teacher: str | None = None) -> dict[str, int]:
+        """Labels `teacher` already gave, among `keys` (any teacher's when None: for inspection only)."""
         self._refuse_legacy(teacher)
         found: dict[str, int] = {}
+        only = "" if teacher is None else "teacher = ? AND "
         with self._lock:
             for chunk in _chunks(list(dict.fromkeys(keys))):
                 rows = self._connection.execute(
-                    f"SELECT image_key, label FROM labels WHERE teacher = ? AND image_key IN ({','.join('?' * len(chunk))})",
-                    [teacher, *chunk],
+                    f"SELECT image_key, label FROM labels WHERE {only}image_key IN ({','.join('?' * len(chunk))})",
+                    [teacher, *chunk] if teacher is not None else chunk,
                 )
                 found.update(dict(rows.fetchall()))
         return found
