@@ -85,7 +85,7 @@ class AccountedTeacher:
     row. A chunk whose request fails with an error has its reservation released; one whose
     process is killed keeps it (see `teacher.ledger`): the budget is never exceeded.
 
-    `teacher_fingerprint` names the teacher (see `teacher.connect.teacher_fingerprint`); a
+    `teacher_fingerprint` names the teacher (`local.model_file_fingerprint`, `connect.http_fingerprint`); a
     ledger holding another teacher's labels is refused at construction. Without it, the
     teacher's own `fingerprint` attribute is used, else its class name (tests, benchmarks).
     """

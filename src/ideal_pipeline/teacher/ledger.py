@@ -5,7 +5,7 @@ paid and a killed process resumes from exactly what was committed.
 
 Three tables:
 - `labels`: one row per paid query: the image's content key, the label, which teacher gave it
-  (a fingerprint, see `teacher.connect.teacher_fingerprint`) and a short purpose `tag`.
+  (`local.model_file_fingerprint`, `connect.http_fingerprint`) and a short purpose `tag`.
 - `reservations`: queries about to be sent. Spending is reserved here, in a write transaction
   (`BEGIN IMMEDIATE`), before a request leaves, so any number of processes or threads sharing
   one ledger file stay within `max_queries` together: the budget counts labels + reservations.
@@ -264,7 +264,8 @@ class QueryLedger:
                 return Reservation(known=result.known, busy=result.busy, shortfall_spent=spent)
             now = time.time()
             self._connection.executemany(
-                "INSERT OR REPLACE INTO reservations (image_key, teacher, tag, holder, reserved_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO reservations (image_key, teacher, tag, holder, reserved_at) "
+                "VALUES (?, ?, ?, ?, ?)",
                 [(key, teacher, tag, holder, now) for key in result.keys],
             )
         return result
@@ -342,7 +343,9 @@ def main(argv: list[str] | None = None) -> None:
     """`python -m ideal_pipeline.teacher.ledger adopt LEDGER (--fingerprint FP | --model-file FILE)`."""
     parser = argparse.ArgumentParser(prog="python -m ideal_pipeline.teacher.ledger")
     commands = parser.add_subparsers(dest="command", required=True)
-    adopt = commands.add_parser("adopt", help="bind a ledger written before teacher binding to the teacher it came from")
+    adopt = commands.add_parser(
+        "adopt", help="bind a ledger written before teacher binding to the teacher it came from"
+    )
     adopt.add_argument("ledger", type=Path)
     source = adopt.add_mutually_exclusive_group(required=True)
     source.add_argument("--fingerprint", help="the teacher's fingerprint, as the refusal message prints it")

@@ -117,7 +117,9 @@ def load_classifier_weights(data: bytes, name: str = "weights", device: str | to
     except ValueError:
         raise ValueError(f"{name}: malformed input_shape/num_classes metadata {metadata}") from None
     if height != width or min(channels, height, num_classes) < 1:
-        raise ValueError(f"{name}: input_shape {metadata['input_shape']} and num_classes {num_classes} do not fit a classifier")
+        raise ValueError(
+            f"{name}: input_shape {metadata['input_shape']} and num_classes {num_classes} do not fit a classifier"
+        )
     model = build_classifier(metadata["architecture"], channels, num_classes, height)
     try:
         model.load_state_dict(load_safetensors(data))

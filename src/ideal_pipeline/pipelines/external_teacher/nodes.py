@@ -22,7 +22,9 @@ def _endpoint(params: dict[str, Any]) -> dict[str, Any]:
     """Where the teacher is: the one place the byo run names it (the IDEAL rounds read it from the card)."""
     if params["kind"] == "http":
         if not params.get("url"):
-            raise ValueError("external_teacher.kind=http needs external_teacher.url (see docs/bring-your-own-teacher.md)")
+            raise ValueError(
+                "external_teacher.kind=http needs external_teacher.url (see docs/bring-your-own-teacher.md)"
+            )
         # The name of the token's environment variable, never the token: the card is a plain artifact.
         return {"url": params["url"], "token_env": params.get("token_env") or "IDEAL_TEACHER_TOKEN"}
     if not params.get("model_path"):
