@@ -136,7 +136,7 @@ def _teacher_recipe(dataset: str, split_seed: int, train: dict, teacher_params: 
 
 def cached_teacher(dataset: str, split_seed: int, train: dict, teacher_params: dict, teacher_dir: Path) -> Path:
     """The victim's model file, trained once per recipe so every method and seed faces the same teacher."""
-    path = teacher_dir / f"{dataset}.pt2"
+    path = teacher_dir / f"{dataset}.safetensors"
     recipe_path = path.with_suffix(".json")
     recipe = _teacher_recipe(dataset, split_seed, train, teacher_params)
     if path.exists() and recipe_path.exists() and json.loads(recipe_path.read_text()) == recipe:

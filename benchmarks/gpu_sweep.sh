@@ -5,7 +5,7 @@ set -u
 out=${OUT:-benchmarks/results}
 mkdir -p "$out"
 py=${PY:-python3}
-common="--device cuda --teacher /tmp/sweep_teacher.pt2 --set num_threads=1"
+common="--device cuda --teacher /tmp/sweep_teacher.safetensors --set num_threads=1"
 $py -c "import torch, yaml, tqdm; print(torch.__version__, torch.cuda.get_device_name())" || exit 1
 # The teacher is trained once, by a one-round run, then shared by all variants.
 $py benchmarks/ideal_sweep.py --name warmup --out "$out/warmup.json" $common --set rounds=1 > /dev/null 2>&1

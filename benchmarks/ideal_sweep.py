@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--set", action="append", default=[], help="ideal parameter override, e.g. generator.g_steps=5")
-    parser.add_argument("--teacher", default="benchmarks/results/teacher.pt2")
+    parser.add_argument("--teacher", default="benchmarks/results/teacher.safetensors")
     parser.add_argument("--data", default="data/01_raw/fashion-mnist")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--redistill-epochs", type=int, default=5)

@@ -71,8 +71,8 @@ def main() -> None:
         rows.append({"stage": "distillation", "student": student, "samples_per_s": len(pool) / seconds})
 
     with tempfile.TemporaryDirectory() as tmp:
-        save_model_file(build_classifier("convnet", 1, 10, 28).eval(), Path(tmp) / "teacher.pt2", torch.rand(2, 1, 28, 28))
-        teacher = LocalModelTeacher(Path(tmp) / "teacher.pt2")
+        save_model_file(build_classifier("convnet", 1, 10, 28).eval(), Path(tmp) / "teacher.safetensors", torch.rand(2, 1, 28, 28))
+        teacher = LocalModelTeacher(Path(tmp) / "teacher.safetensors")
         images = torch.randint(0, 256, (2 * batch, 1, 28, 28), dtype=torch.uint8)
         counter = iter(range(10_000))
 

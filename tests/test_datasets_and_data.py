@@ -9,8 +9,8 @@ import torch
 from kedro.io import DatasetError
 
 from ideal_pipeline import realdata
-from ideal_pipeline.datasets import ModelFileDataset, TensorDataset
-from ideal_pipeline.models.classifiers import LeNet
+from ideal_pipeline.datasets import ClassifierWeightsDataset, TensorDataset
+from ideal_pipeline.models.classifiers import ConvNet
 from tests.conftest import RAW
 
 
@@ -34,15 +34,21 @@ def test_a_failed_save_leaves_the_previous_artifact_intact(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.safetensors"]
 
 
-def test_model_file_dataset_saves_a_file_that_loads_without_our_classes(tmp_path):
+def test_the_victims_file_is_safetensors_weights_with_their_architecture(tmp_path):
+    from safetensors import safe_open
+
     torch.manual_seed(0)
-    model = LeNet().eval()
+    model = ConvNet().eval()
     x = torch.rand(5, 1, 28, 28)
-    dataset = ModelFileDataset(str(tmp_path / "teacher.pt2"))
+    dataset = ClassifierWeightsDataset(str(tmp_path / "teacher.safetensors"))
     dataset.save((model, x[:2]))
-    loaded = torch.export.load(str(tmp_path / "teacher.pt2")).module()
-    assert torch.allclose(loaded(x), model(x), atol=1e-5)
-    assert torch.allclose(dataset.load()(x), model(x), atol=1e-5)
+    with safe_open(str(tmp_path / "teacher.safetensors"), "pt") as f:
+        metadata = f.metadata()
+    assert (metadata["architecture"], metadata["input_shape"], metadata["num_classes"]) == ("convnet", "1,28,28", "10")
+    assert torch.allclose(dataset.load()(x), model(x), atol=1e-6)
+    assert [p.name for p in tmp_path.iterdir()] == ["teacher.safetensors"]
+    with pytest.raises(DatasetError, match="must end in .safetensors"):
+        ClassifierWeightsDataset(str(tmp_path / "teacher.pt2"))
 
 
 def test_fashion_mnist_idx_files_are_read_as_uint8_nchw():

@@ -1,17 +1,26 @@
 """The pipelines against a teacher the user names: a model file, or an HTTP endpoint with faults."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
+import httpx
 import pytest
+import torch
 
 from ideal_pipeline.teacher.blackbox import TeacherInputError
-from ideal_pipeline.teacher.ledger import QueryLedger
+from ideal_pipeline.teacher.ledger import QueryLedger, TeacherMismatch
+from ideal_pipeline.teacher.local import UntrustedModelFile, load_model_file, save_model_file
 from ideal_pipeline.teacher.server import Faults, client_id, create_app, serve_in_thread
-from tests.conftest import run_kedro
+from tests.conftest import free_port, run_kedro, server_up, wait_for
 
 pytestmark = pytest.mark.timeout(300)
-TOKEN = "token-for-the-pipeline-test"
+TOKEN, ADMIN = "token-for-the-pipeline-test", "admin-token-for-the-pipeline-test"
+VICTIM = "data/06_models/teacher/victim_teacher.safetensors"
+EVALUATION_LEDGER = "data/03_primary/evaluation_query_ledger.sqlite"
+IDEAL_LEDGER = "data/03_primary/teacher_query_ledger.sqlite"
 
 
 @pytest.fixture
@@ -27,7 +36,7 @@ def fresh_copy(ran_project, tmp_path, monkeypatch):
 def test_ideal_over_http_with_faults_bills_exactly_one_query_per_sample(fresh_copy, monkeypatch):
     monkeypatch.setenv("IDEAL_TEACHER_TOKEN", TOKEN)
     faults = Faults(p_500=0.15, p_429=0.15, p_drop=0.15, seed=0)
-    app = create_app(fresh_copy / "data/06_models/teacher/victim_teacher.pt2", [TOKEN], input_shape=(1, 28, 28), faults=faults)
+    app = create_app(fresh_copy / VICTIM, [TOKEN], input_shape=(1, 28, 28), faults=faults)
     with serve_in_thread(app) as url:
         access = {"kind": "http", "url": f"{url}/labels", "timeout_s": 5, "backoff_s": 0.01, "max_retries": 50}
         run_kedro(fresh_copy, pipeline_names=["ideal"], runtime_params={"ideal": {"teacher_access": access}})
@@ -37,16 +46,76 @@ def test_ideal_over_http_with_faults_bills_exactly_one_query_per_sample(fresh_co
     assert QueryLedger(fresh_copy / "data/03_primary/teacher_query_ledger.sqlite").paid_queries() == billed
 
 
+def their_pt2(project):
+    """A third-party teacher file: the victim exported with torch.export (read with pickle)."""
+    own = project / "their_teacher.pt2"
+    save_model_file(load_model_file(project / VICTIM), own, torch.rand(2, 1, 28, 28))
+    return own
+
+
 def test_bring_your_own_model_file_teacher(fresh_copy):
-    own = fresh_copy / "their_teacher.pt2"
-    shutil.copy(fresh_copy / "data/06_models/teacher/victim_teacher.pt2", own)
-    run_kedro(fresh_copy, pipeline_names=["byo"], runtime_params={"external_teacher": {"model_path": str(own)}})
+    own = their_pt2(fresh_copy)
+    with pytest.raises(UntrustedModelFile, match="external_teacher.trusted_model_file: true"):
+        run_kedro(fresh_copy, pipeline_names=["byo"], runtime_params={"external_teacher": {"model_path": str(own)}})
+    assert QueryLedger(fresh_copy / EVALUATION_LEDGER).paid_queries() == 0
+    # Trusted once, in external_teacher: the card carries it to the IDEAL rounds.
+    external = {"model_path": str(own), "trusted_model_file": True}
+    run_kedro(fresh_copy, pipeline_names=["byo"], runtime_params={"external_teacher": external})
     card = json.loads((fresh_copy / "data/06_models/teacher/teacher_api.json").read_text())
     metrics = json.loads((fresh_copy / "data/08_reporting/evaluate/metrics.json").read_text())
     test_size = json.loads((fresh_copy / "data/08_reporting/teacher/teacher_metrics.json").read_text())["test_samples"]
-    assert card["model_path"] == str(own)
-    assert QueryLedger(fresh_copy / "data/03_primary/evaluation_query_ledger.sqlite").paid_queries() == test_size
-    assert QueryLedger(fresh_copy / "data/03_primary/teacher_query_ledger.sqlite").paid_queries() == metrics["queries_used"]
+    assert card["model_path"] == str(own) and card["trusted_model_file"] is True
+    assert QueryLedger(fresh_copy / EVALUATION_LEDGER).paid_queries() == test_size
+    assert QueryLedger(fresh_copy / IDEAL_LEDGER).paid_queries() == metrics["queries_used"]
+
+
+def test_another_teacher_never_reuses_the_ledgers_labels(ran_project, tmp_path, monkeypatch):
+    """The victim's ledger is kept: a byo run with another teacher file is refused, nothing mixed."""
+    project = tmp_path / "project"
+    shutil.copytree(ran_project, project)
+    monkeypatch.chdir(project)
+    paid = QueryLedger(project / IDEAL_LEDGER).paid_queries()
+    external = {"model_path": str(their_pt2(project)), "trusted_model_file": True}
+    with pytest.raises(TeacherMismatch, match="new ledger file"):
+        run_kedro(project, pipeline_names=["byo"], runtime_params={"external_teacher": external})
+    assert QueryLedger(project / IDEAL_LEDGER).paid_queries() == paid
+
+
+@pytest.fixture
+def teacher_server(fresh_copy):
+    """`ideal-teacher serve` on the victim's weights, as a separate process; yields its base url."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "SERVER_TOKENS": TOKEN, "IDEAL_TEACHER_ADMIN_TOKEN": ADMIN}
+    serve = [sys.executable, "-m", "ideal_pipeline.teacher.cli", "serve", "--model", str(fresh_copy / VICTIM)]
+    serve += ["--port", str(port), "--input-shape", "1,28,28", "--token-env", "SERVER_TOKENS"]
+    with open(fresh_copy / "server.log", "w") as log:
+        server = subprocess.Popen(serve, env=env, stdout=log, stderr=log)
+        try:
+            wait_for(lambda: server_up(url) or server.poll() is not None, 60, "the teacher server")
+            assert server.poll() is None, (fresh_copy / "server.log").read_text()[-2000:]
+            yield url
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
+def test_bring_your_own_http_teacher_needs_the_endpoint_once(fresh_copy, teacher_server, monkeypatch):
+    """external_teacher names the endpoint; ideal.teacher_access.url stays null and reads the card."""
+    monkeypatch.setenv("BYO_TEACHER_TOKEN", TOKEN)
+    monkeypatch.delenv("IDEAL_TEACHER_TOKEN", raising=False)  # only the card's token_env can work
+    external = {"kind": "http", "url": teacher_server + "/labels", "token_env": "BYO_TEACHER_TOKEN"}
+    run_kedro(fresh_copy, pipeline_names=["byo"], runtime_params={"external_teacher": external})
+    card_text = (fresh_copy / "data/06_models/teacher/teacher_api.json").read_text()
+    card = json.loads(card_text)
+    assert (card["kind"], card["url"], card["token_env"]) == ("http", teacher_server + "/labels", "BYO_TEACHER_TOKEN")
+    assert TOKEN not in card_text
+    billing = httpx.get(teacher_server + "/billing", headers={"Authorization": f"Bearer {ADMIN}"}).json()
+    evaluation = QueryLedger(fresh_copy / EVALUATION_LEDGER).paid_queries()
+    ideal = QueryLedger(fresh_copy / IDEAL_LEDGER).paid_queries()
+    metrics = json.loads((fresh_copy / "data/08_reporting/evaluate/metrics.json").read_text())
+    assert ideal == metrics["queries_used"] > 0 and evaluation > 0
+    assert billing[client_id(TOKEN)]["billed_samples"] == evaluation + ideal
 
 
 def test_a_teacher_of_another_shape_is_refused_before_any_query(fresh_copy):

@@ -32,13 +32,13 @@ def ledger(tmp_path):
     return QueryLedger(tmp_path / "ledger.sqlite")
 
 
-@pytest.mark.parametrize("suffix", [".pt2", ".pt"])
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt2", ".pt"])
 def test_model_file_teacher_gives_the_models_top1_labels_only(tmp_path, suffix):
     torch.manual_seed(0)
     model = LeNet().eval()
     images = torch.rand(7, 1, 28, 28)
     save_model_file(model, tmp_path / f"teacher{suffix}", images[:2])
-    teacher = LocalModelTeacher(tmp_path / f"teacher{suffix}")
+    teacher = LocalModelTeacher(tmp_path / f"teacher{suffix}", trusted=suffix != ".safetensors")
     labels = teacher.label(images)
     assert labels.dtype == torch.int64 and labels.shape == (7,)
     assert torch.equal(labels, model(images).argmax(1))
@@ -49,7 +49,7 @@ def test_model_file_teacher_gives_the_models_top1_labels_only(tmp_path, suffix):
 
 
 def test_a_replaced_teacher_file_is_loaded_again(tmp_path):
-    path, images = tmp_path / "teacher.pt2", torch.rand(64, 1, 28, 28)
+    path, images = tmp_path / "teacher.safetensors", torch.rand(64, 1, 28, 28)
     torch.manual_seed(0)
     first = LeNet().eval()
     save_model_file(first, path, images[:2])
@@ -65,9 +65,13 @@ def test_loading_a_file_that_is_not_a_model_is_a_clear_error(tmp_path):
     junk = tmp_path / "teacher.pt"
     junk.write_bytes(b"not a model")
     with pytest.raises(ValueError, match="not a TorchScript"):
-        load_model_file(junk)
+        load_model_file(junk, trusted=True)
     with pytest.raises(FileNotFoundError, match="not found"):
         load_model_file(tmp_path / "missing.pt2")
+    junk_weights = tmp_path / "teacher.safetensors"
+    junk_weights.write_bytes(b"not a model either")
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        load_model_file(junk_weights)
 
 
 def test_every_sample_is_labelled_exactly_once(ledger):

@@ -1,19 +1,22 @@
 """The teacher as a label-only black box, and the one component that pays for its labels.
 
 Everything that asks the teacher for a label goes through `AccountedTeacher`: it counts
-queries, refuses to exceed the budget *before* sending, and persists each paid label in a
-`QueryLedger` keyed by the exact bytes of the image sent, so reruns never pay twice.
+queries, reserves their cost in the `QueryLedger` *before* sending (so processes sharing a
+ledger stay within the budget together), and persists each paid label keyed by the exact
+bytes of the image sent and bound to the teacher that gave it, so reruns never pay twice and
+never receive another teacher's labels.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from typing import Callable, Protocol
 
 import torch
 
-from ideal_pipeline.teacher.ledger import QueryLedger
+from ideal_pipeline.teacher.ledger import LedgerError, QueryLedger
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +57,37 @@ def check_images(images: torch.Tensor, shape: tuple[int, int, int] | None = None
         )
 
 
+def check_planned_spend(ledger: QueryLedger, planned_queries: int, max_queries: int, own_tag_prefix: str) -> None:
+    """Fail before any work when a run's plan cannot fit the budget, given what the ledger already holds.
+
+    Labels tagged with `own_tag_prefix` (this run's, from an earlier attempt) are reused free;
+    everything else in the ledger (other runs' labels, reservations in flight) counts as spent.
+    """
+    held = ledger.spent_queries(own_tag_prefix)
+    other = ledger.spent_queries() - held
+    if other + planned_queries > max_queries:
+        raise QueryBudgetExceeded(
+            f"the run plans {planned_queries} queries ({held} of them already in the ledger from an earlier "
+            f"attempt, tagged {own_tag_prefix!r}, reused free) and {ledger.path} holds {other} other paid or "
+            f"reserved queries: {other} + {planned_queries} = {other + planned_queries} > max_queries={max_queries}. "
+            "Lower the plan, raise max_queries, or use a new ledger file."
+        )
+
+
 class AccountedTeacher:
     """Counts, budgets and persists every query to a label-only teacher.
 
-    `label(images)` takes uint8 images (N, C, H, W), returns int64 labels (N,). Images whose
-    label is already in the ledger cost nothing; the others are sent in chunks of
-    `max_batch`, after checking that the ledger's total spend plus the chunk stays within
-    `max_queries`, and each chunk's labels are committed to the ledger as soon as they arrive.
+    `label(images, tag)` takes uint8 images (N, C, H, W), returns int64 labels (N,). Images
+    whose label this teacher already gave (in the ledger) cost nothing; the others are sent in
+    chunks of `max_batch`, each reserved in the ledger first, within `max_queries` for the
+    ledger's total spend (labels + reservations of every process sharing it). Each chunk's
+    labels are committed as soon as they arrive, with `tag` (a short purpose string) on every
+    row. A chunk whose request fails with an error has its reservation released; one whose
+    process is killed keeps it (see `teacher.ledger`): the budget is never exceeded.
+
+    `teacher_fingerprint` names the teacher (`local.model_file_fingerprint`, `connect.http_fingerprint`); a
+    ledger holding another teacher's labels is refused at construction. Without it, the
+    teacher's own `fingerprint` attribute is used, else its class name (tests, benchmarks).
     """
 
     def __init__(
@@ -71,6 +98,9 @@ class AccountedTeacher:
         max_batch: int = 500,
         input_shape: tuple[int, int, int] | None = None,
         num_classes: int | None = None,
+        teacher_fingerprint: str | None = None,
+        wait_poll_s: float = 0.05,
+        max_wait_s: float = 3600.0,
     ):
         if max_queries < 0:
             raise ValueError(f"max_queries must be >= 0, got {max_queries}")
@@ -82,33 +112,72 @@ class AccountedTeacher:
         self.max_batch = int(max_batch)
         self.input_shape = input_shape
         self.num_classes = num_classes
+        self.fingerprint = (
+            teacher_fingerprint or getattr(teacher, "fingerprint", None) or f"unidentified:{type(teacher).__qualname__}"
+        )
+        self.wait_poll_s = wait_poll_s
+        self.max_wait_s = max_wait_s  # for labels another caller is buying
         self.queries_sent = 0  # by this object, i.e. paid in this process
+        ledger.check_teacher(self.fingerprint)
 
-    def label(self, images: torch.Tensor, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    def label(
+        self, images: torch.Tensor, tag: str | None = None, *, progress: Callable[[int], None] | None = None
+    ) -> torch.Tensor:
         check_images(images, self.input_shape)
         keys = [image_key(image) for image in images]
-        known = self.ledger.lookup(keys)
-        missing = [i for i, key in enumerate(keys) if key not in known]
-        # Two identical images in one request are one query.
-        unique_missing = list({keys[i]: i for i in missing}.values())
-        if progress is not None and len(keys) - len(unique_missing):
-            progress(len(keys) - len(unique_missing))
-        for start in range(0, len(unique_missing), self.max_batch):
-            chunk = unique_missing[start : start + self.max_batch]
-            spent = self.ledger.paid_queries()
-            if spent + len(chunk) > self.max_queries:
-                raise QueryBudgetExceeded(
-                    f"query budget exhausted: max_queries={self.max_queries}, already spent {spent}, "
-                    f"this request needs {len(unique_missing) - start} more; nothing was sent. "
-                    "Raise max_queries to pay for them."
-                )
-            labels = self._send(images[chunk])
-            self.ledger.record({keys[i]: int(label) for i, label in zip(chunk, labels.tolist())})
-            self.queries_sent += len(chunk)
-            known.update({keys[i]: int(label) for i, label in zip(chunk, labels.tolist())})
-            if progress is not None:
-                progress(len(chunk))
+        first: dict[str, int] = {}  # two identical images in one request are one query
+        for index, key in enumerate(keys):
+            first.setdefault(key, index)
+        known = self.ledger.lookup(list(first), self.fingerprint)
+        pending = [key for key in first if key not in known]
+        if progress is not None and len(keys) - len(pending):
+            progress(len(keys) - len(pending))
+        with self.ledger.holding() as holder:
+            waiting_since = None
+            while pending:
+                claim = self.ledger.reserve(pending, self.fingerprint, holder, self.max_queries, self.max_batch, tag)
+                known.update(claim.known)
+                if claim.shortfall_spent is not None:
+                    self._refuse(claim.shortfall_spent, len(pending) - len(claim.known))
+                if claim.keys:
+                    known.update(self._pay(images, first, claim.keys, holder, tag))
+                    waiting_since = None
+                elif claim.busy:
+                    waiting_since = waiting_since or time.monotonic()
+                    self._wait(claim.busy, waiting_since)
+                if progress is not None and (claim.known or claim.keys):
+                    progress(len(claim.known) + len(claim.keys))
+                pending = [key for key in pending if key not in known]
         return torch.tensor([known[key] for key in keys], dtype=torch.int64)
+
+    def _pay(self, images: torch.Tensor, first: dict[str, int], keys: list[str], holder: str, tag: str | None) -> dict:
+        try:
+            labels = self._send(images[[first[key] for key in keys]])
+        except Exception:  # refused, unreachable or nonsense: not billed, give the budget back
+            self.ledger.release(holder, keys)
+            raise
+        paid = dict(zip(keys, labels.tolist()))
+        self.ledger.commit(paid, self.fingerprint, tag)
+        self.queries_sent += len(paid)
+        return paid
+
+    def _refuse(self, spent: int, needed: int) -> None:
+        reserved = self.ledger.reserved_queries()
+        in_flight = f" (of which {reserved} reserved by requests in flight or interrupted)" if reserved else ""
+        raise QueryBudgetExceeded(
+            f"query budget exhausted: max_queries={self.max_queries}, already spent {spent}{in_flight}, "
+            f"this request needs {needed} more; nothing was sent. Raise max_queries to pay for them."
+        )
+
+    def _wait(self, busy: list[str], since: float) -> None:
+        """Another live caller is buying some of these labels: wait for them rather than pay twice."""
+        if time.monotonic() - since > self.max_wait_s:
+            raise LedgerError(
+                f"{len(busy)} images stayed reserved in {self.ledger.path} by another caller for over "
+                f"{self.max_wait_s:.0f} s (a live process still sending them, or a process on another machine, "
+                "whose liveness cannot be checked: share a ledger between the processes of one machine only)"
+            )
+        time.sleep(self.wait_poll_s)
 
     def _send(self, images: torch.Tensor) -> torch.Tensor:
         labels = self._teacher.label(images.float().div(255.0))

@@ -18,11 +18,26 @@ from ideal_pipeline.teacher.ledger import QueryLedger
 logger = logging.getLogger(__name__)
 
 
+def _endpoint(params: dict[str, Any]) -> dict[str, Any]:
+    """Where the teacher is: the one place the byo run names it (the IDEAL rounds read it from the card)."""
+    if params["kind"] == "http":
+        if not params.get("url"):
+            raise ValueError(
+                "external_teacher.kind=http needs external_teacher.url (see docs/bring-your-own-teacher.md)"
+            )
+        # The name of the token's environment variable, never the token: the card is a plain artifact.
+        return {"url": params["url"], "token_env": params.get("token_env") or "IDEAL_TEACHER_TOKEN"}
+    if not params.get("model_path"):
+        raise ValueError("external_teacher.kind=model_file needs external_teacher.model_path")
+    return {"model_path": params["model_path"], "trusted_model_file": bool(params.get("trusted_model_file"))}
+
+
 def describe_external_teacher(real_test: dict[str, torch.Tensor], params: dict[str, Any]) -> dict[str, Any]:
     """The API card of the named teacher; the test set must have the shape the teacher takes."""
     card = {
         "kind": params["kind"],
-        "model_path": params.get("model_path"),
+        "model_path": None,
+        **_endpoint(params),
         "input_shape": [int(v) for v in params["input_shape"]],
         "num_classes": int(params["num_classes"]),
         "class_names": list(params.get("class_names") or range(params["num_classes"])),
@@ -43,7 +58,7 @@ def label_test_set(
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """The teacher's labels of the real test set (paid, counted, under `evaluation_max_queries`)."""
     teacher = accounted_teacher(params, teacher_api, ledger, max_queries=params["evaluation_max_queries"])
-    predictions = teacher.label(real_test["images"])
+    predictions = teacher.label(real_test["images"], tag="external_teacher/test_set")
     accuracy = (predictions == real_test["labels"]).float().mean().item()
     logger.info("external teacher: %.2f%% on %d test images (%d paid now)", 100 * accuracy, len(predictions), teacher.queries_sent)
     return predictions, {"teacher_accuracy": accuracy, "test_samples": len(predictions), "evaluation_queries": ledger.paid_queries()}

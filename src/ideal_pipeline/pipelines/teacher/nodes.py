@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 
 def train_victim_teacher(real_train: dict[str, torch.Tensor], params: dict[str, Any]) -> tuple[tuple[nn.Module, torch.Tensor], dict]:
-    """Train the victim on real data; returns (model, example input) for a self-contained model file."""
+    """Train the victim on real data; returns (model, example input), saved as safetensors weights + architecture."""
     set_threads(params.get("num_threads"))
     images, labels = real_train["images"], real_train["labels"]
     channels, size = images.shape[1], images.shape[2]

@@ -1,0 +1,238 @@
+"""The one schema of the run's parameters, checked before any work or query.
+
+One pydantic model per section of `conf/base/parameters_*.yml`. Unknown names at any level are
+errors naming the closest valid name; types are strict (a string is not a number, "no" is not a
+boolean) and ranges are checked. `validate_parameters` reports every problem in one message.
+
+To add a parameter: add the field to its section's class (and to the YAML file). Allowed values
+of enumerations come from the modules that define them, so the schema cannot drift from them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ideal_pipeline.ideal.losses import ENTROPY_FORMS
+from ideal_pipeline.ideal.targets import TARGET_SAMPLINGS
+from ideal_pipeline.models.classifiers import ARCHITECTURES
+from ideal_pipeline.pipelines.data.nodes import SOURCES
+from ideal_pipeline.pipelines.redistill.nodes import INITS
+from ideal_pipeline.realdata import TORCHVISION_DATASETS
+from ideal_pipeline.teacher.connect import TEACHER_KINDS
+
+PositiveInt = Annotated[int, Field(ge=1)]
+Count = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Seed = Annotated[int, Field(ge=0)]
+Device = Annotated[str, Field(pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")]
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+InputShape = Annotated[list[PositiveInt], Field(min_length=3, max_length=3)]
+Architecture = Literal[tuple(ARCHITECTURES)]  # type: ignore[valid-type]
+TeacherKind = Literal[TEACHER_KINDS]  # type: ignore[valid-type]
+
+
+class Section(BaseModel):
+    """Every section: no unknown names, no silent type conversion."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class DataParams(Section):
+    source: Literal[SOURCES]  # type: ignore[valid-type]
+    idx_dir: str
+    torchvision_name: Literal[TORCHVISION_DATASETS]  # type: ignore[valid-type]
+    torchvision_root: str
+    download: bool
+    test_npz: str | None = None
+    train_limit: PositiveInt | None = None
+    test_limit: PositiveInt | None = None
+    seed: Seed
+
+
+class TeacherParams(Section):
+    architecture: Architecture
+    num_classes: Annotated[int, Field(ge=2)]
+    class_names: list[str | int] | None = None
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    lr: PositiveFloat
+    weight_decay: NonNegativeFloat
+    seed: Seed
+    device: Device
+    num_threads: Count = 0
+    published_model_path: str
+
+    @model_validator(mode="after")
+    def _one_name_per_class(self) -> "TeacherParams":
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(f"class_names has {len(self.class_names)} names for num_classes={self.num_classes}")
+        return self
+
+
+class StudentParams(Section):
+    architecture: Architecture
+
+
+class GeneratorParams(Section):
+    nz: PositiveInt
+    ngf: PositiveInt
+    g_steps: PositiveInt
+    lr: PositiveFloat
+    betas: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)]
+    entropy_weight: NonNegativeFloat
+    entropy_form: Literal[ENTROPY_FORMS]  # type: ignore[valid-type]
+    target_sampling: Literal[TARGET_SAMPLINGS]  # type: ignore[valid-type]
+    augment: bool
+    crop_padding: Count | Literal["auto"]
+    channels_last: bool
+    reinitialize: bool
+
+
+class DistillParams(Section):
+    batch_size: PositiveInt
+    lr: PositiveFloat
+    momentum: Annotated[float, Field(ge=0, le=1)]
+    weight_decay: NonNegativeFloat
+    epochs: PositiveInt
+
+
+class HttpTransportParams(Section):
+    """Options of the HTTP client (`teacher.http_client.HttpTeacher`); its defaults apply when absent."""
+
+    url: str | None = None
+    token_env: EnvName = "IDEAL_TEACHER_TOKEN"
+    timeout_s: PositiveFloat | None = None
+    max_retries: Count | None = None
+    backoff_s: NonNegativeFloat | None = None
+    max_backoff_s: NonNegativeFloat | None = None
+
+
+class TeacherAccessParams(HttpTransportParams):
+    kind: TeacherKind | None = None
+    model_path: str | None = None
+    trusted_model_file: bool = False
+    device: Device | None = None
+    max_queries: Count
+    max_batch: PositiveInt
+
+
+class IdealParams(Section):
+    rounds: PositiveInt
+    batch_size: PositiveInt
+    label_mirrors: bool
+    seed: Seed
+    device: Device
+    num_threads: Count = 0
+    student: StudentParams
+    generator: GeneratorParams
+    distill: DistillParams
+    teacher_access: TeacherAccessParams
+
+
+class RedistillParams(Section):
+    init: Literal[INITS]  # type: ignore[valid-type]
+    seed: Seed
+    device: Device
+    num_threads: Count = 0
+    distill: DistillParams
+
+
+class EvaluateParams(Section):
+    device: Device
+    grid_per_class: PositiveInt
+    seed: Seed
+
+
+class ExternalTeacherParams(HttpTransportParams):
+    kind: TeacherKind
+    model_path: str | None = None
+    trusted_model_file: bool = False
+    device: Device | None = None
+    input_shape: InputShape
+    num_classes: Annotated[int, Field(ge=2)]
+    class_names: list[str | int] | None = None
+    max_batch: PositiveInt
+    evaluation_max_queries: Count
+
+
+class Parameters(Section):
+    """All sections; a section missing from the run's parameters is an error too."""
+
+    data: DataParams
+    teacher: TeacherParams
+    ideal: IdealParams
+    redistill: RedistillParams
+    evaluate: EvaluateParams
+    external_teacher: ExternalTeacherParams
+
+
+class ParameterError(ValueError):
+    """One or more parameters are unknown, of the wrong type or out of range; the message lists them all."""
+
+
+def _section_class(annotation: Any) -> type[BaseModel] | None:
+    """The model class inside an annotation such as `X`, `X | None` or `Annotated[X, ...]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (Union, types.UnionType, Annotated):
+        for argument in typing.get_args(annotation):
+            found = _section_class(argument)
+            if found is not None:
+                return found
+    return None
+
+
+def _field_names(path: list[str]) -> list[str]:
+    """Valid names in the section at `path` (e.g. ["ideal", "teacher_access"])."""
+    model: type[BaseModel] | None = Parameters
+    for name in path:
+        field = model.model_fields.get(name) if model else None
+        model = _section_class(field.annotation) if field else None
+    return list(model.model_fields) if model else []
+
+
+def _input_path(params: dict[str, Any], loc: tuple) -> list[str]:
+    """The part of pydantic's error location that names parameters (not union branches)."""
+    path, node = [], params
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            break
+        path.append(str(part))
+    return path
+
+
+def _describe(params: dict[str, Any], error: dict[str, Any]) -> tuple[str, str]:
+    path = _input_path(params, error["loc"])
+    dotted = ".".join(path) or "parameters"
+    if error["type"] == "extra_forbidden":
+        valid = _field_names(path[:-1])
+        close = difflib.get_close_matches(path[-1], valid, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]}?" if close else f"valid names here: {', '.join(valid)}"
+        return dotted, f"unknown parameter; {hint}"
+    if error["type"] == "missing":
+        return ".".join(str(part) for part in error["loc"]), "missing (add it to conf/base/parameters_*.yml)"
+    return dotted, f"{error['msg'].removeprefix('Value error, ')} (got {error.get('input')!r})"
+
+
+def validate_parameters(params: dict[str, Any]) -> None:
+    """Raise `ParameterError` listing every unknown, mistyped or out-of-range parameter of the run."""
+    try:
+        Parameters.model_validate(params)
+    except ValidationError as error:
+        problems: dict[str, list[str]] = {}
+        for item in error.errors():
+            where, what = _describe(params, item)
+            if what not in problems.setdefault(where, []):
+                problems[where].append(what)
+        lines = [f"{where}: {' or '.join(whats)}" for where, whats in problems.items()]
+        raise ParameterError(f"{len(lines)} invalid parameter(s):\n  " + "\n  ".join(lines)) from None
