@@ -28,7 +28,7 @@ def test_stages_read_only_the_parameters_their_nodes_read():
     from ideal_pipeline.dvc_stages import build_stages
 
     stages = build_stages(REPO)["stages"]
-    assert list(stages) == ["data", "teacher", "ideal", "baselines", "redistill", "evaluate"]
+    assert list(stages) == ["data", "victim", "ideal", "baselines", "redistill", "evaluate"]
     assert {"data/03_primary/ideal": {"cache": False, "persist": True}} in stages["ideal"]["outs"]
     params = {stage: {k for entry in s.get("params", []) for keys in entry.values() for k in keys}
               for stage, s in stages.items()}  # fmt: skip
@@ -73,7 +73,7 @@ def git_project(tmp_path: Path) -> Path:
 
 def test_repro_twice_then_only_what_a_parameter_touches(tmp_path):
     project = git_project(tmp_path)
-    assert ran_stages(dvc(project, "repro")) == {"data", "teacher", "ideal", "baselines", "redistill", "evaluate"}
+    assert ran_stages(dvc(project, "repro")) == {"data", "victim", "ideal", "baselines", "redistill", "evaluate"}
     ledger = project / "data/03_primary/ideal/teacher_query_ledger.sqlite"
     paid = ledger.read_bytes()
 

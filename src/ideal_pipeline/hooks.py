@@ -15,7 +15,8 @@ TIMING_DIR = Path("data/08_reporting/timing")
 
 
 class PipelineShapeHook:
-    """Builds the pipelines for the run's parameters (rounds, baselines), before Kedro reads them.
+    """Checks the run's parameters against the schema, then builds the pipelines for them
+    (rounds, baselines) before Kedro reads them.
 
     The parameters (environment and `--params` included) are known once the context exists;
     when they change the pipelines' shape, the registry is configured again through Kedro's
@@ -27,10 +28,13 @@ class PipelineShapeHook:
         from kedro.framework.project import PACKAGE_NAME, pipelines
 
         from ideal_pipeline import pipeline_registry
+        from ideal_pipeline.parameter_schema import validate_parameters
 
         # The raw parameters (runtime `--params` merged in): `context.params` would validate them
         # against the pipelines, i.e. build the pipelines before their shape is known.
-        if pipeline_registry.use_parameters(context.config_loader["parameters"]):
+        params = context.config_loader["parameters"]
+        validate_parameters(params)  # before any work or query: a typo must not run under a default
+        if pipeline_registry.use_parameters(params):
             pipelines.configure(f"{PACKAGE_NAME}.pipeline_registry")
 
 

@@ -21,6 +21,7 @@ from ideal_pipeline.ideal.losses import ENTROPY_FORMS
 from ideal_pipeline.ideal.targets import TARGET_SAMPLINGS
 from ideal_pipeline.models.classifiers import ARCHITECTURES
 from ideal_pipeline.pipelines.data.nodes import SOURCES
+from ideal_pipeline.pipelines.ideal.pipeline import BASELINES
 from ideal_pipeline.pipelines.redistill.nodes import INITS
 from ideal_pipeline.realdata import TORCHVISION_DATASETS
 from ideal_pipeline.teacher.connect import TEACHER_KINDS
@@ -35,6 +36,7 @@ EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 InputShape = Annotated[list[PositiveInt], Field(min_length=3, max_length=3)]
 Architecture = Literal[tuple(ARCHITECTURES)]  # type: ignore[valid-type]
 TeacherKind = Literal[TEACHER_KINDS]  # type: ignore[valid-type]
+_METHODS_STRING = rf"^$|^({'|'.join(BASELINES)})(\+({'|'.join(BASELINES)}))*$"
 
 
 class Section(BaseModel):
@@ -50,12 +52,18 @@ class DataParams(Section):
     torchvision_root: str
     download: bool
     test_npz: str | None = None
+    validation_fraction: Annotated[float, Field(gt=0, lt=1)]
     train_limit: PositiveInt | None = None
     test_limit: PositiveInt | None = None
     seed: Seed
 
 
-class TeacherParams(Section):
+class ComputeParams(Section):
+    device: Device
+    num_threads: Count = 0
+
+
+class VictimParams(Section):
     architecture: Architecture
     num_classes: Annotated[int, Field(ge=2)]
     class_names: list[str | int] | None = None
@@ -64,12 +72,10 @@ class TeacherParams(Section):
     lr: PositiveFloat
     weight_decay: NonNegativeFloat
     seed: Seed
-    device: Device
-    num_threads: Count = 0
     published_model_path: str
 
     @model_validator(mode="after")
-    def _one_name_per_class(self) -> "TeacherParams":
+    def _one_name_per_class(self) -> "VictimParams":
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise ValueError(f"class_names has {len(self.class_names)} names for num_classes={self.num_classes}")
         return self
@@ -127,8 +133,6 @@ class IdealParams(Section):
     batch_size: PositiveInt
     label_mirrors: bool
     seed: Seed
-    device: Device
-    num_threads: Count = 0
     student: StudentParams
     generator: GeneratorParams
     distill: DistillParams
@@ -138,13 +142,15 @@ class IdealParams(Section):
 class RedistillParams(Section):
     init: Literal[INITS]  # type: ignore[valid-type]
     seed: Seed
-    device: Device
-    num_threads: Count = 0
     distill: DistillParams
 
 
+class BaselinesParams(Section):
+    # A list (YAML, `dvc exp run -S`) or a `+`-joined string (`kedro run --params`, whose values cannot hold commas).
+    methods: list[Literal[BASELINES]] | Annotated[str, Field(pattern=_METHODS_STRING)]  # type: ignore[valid-type]
+
+
 class EvaluateParams(Section):
-    device: Device
     grid_per_class: PositiveInt
     seed: Seed
 
@@ -165,8 +171,10 @@ class Parameters(Section):
     """All sections; a section missing from the run's parameters is an error too."""
 
     data: DataParams
-    teacher: TeacherParams
+    compute: ComputeParams
+    victim: VictimParams
     ideal: IdealParams
+    baselines: BaselinesParams
     redistill: RedistillParams
     evaluate: EvaluateParams
     external_teacher: ExternalTeacherParams

@@ -22,10 +22,10 @@ from ideal_pipeline.pipelines.evaluate import pipeline as evaluate
 from ideal_pipeline.pipelines.external_teacher import pipeline as external_teacher
 from ideal_pipeline.pipelines.ideal import pipeline as ideal
 from ideal_pipeline.pipelines.redistill import pipeline as redistill
-from ideal_pipeline.pipelines.teacher import pipeline as teacher
+from ideal_pipeline.pipelines.victim import pipeline as victim
 
 # The stages of the default run, in order; dvc.yaml has one stage per name.
-DEFAULT_PIPELINES = ("data", "teacher", "ideal", "baselines", "redistill", "evaluate")
+DEFAULT_PIPELINES = ("data", "victim", "ideal", "baselines", "redistill", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -71,14 +71,14 @@ def register_pipelines() -> dict[str, Pipeline]:
     shape = _shape or PipelineShape.from_parameters(parameters_from_conf())
     registered = {
         "data": data.create_pipeline(),
-        "teacher": teacher.create_pipeline(),
+        "victim": victim.create_pipeline(),
         "ideal": ideal.create_pipeline(rounds=shape.rounds, reinitialize=shape.reinitialize),
         "baselines": baselines.create_pipeline(rounds=shape.rounds, methods=shape.methods),
         "redistill": redistill.create_pipeline(rounds=shape.rounds),
         "evaluate": evaluate.create_pipeline(rounds=shape.rounds),
     }
     registered["__default__"] = Pipeline([registered[name] for name in DEFAULT_PIPELINES])
-    # Bring your own teacher: the same run with a teacher we did not train in place of ours.
+    # Bring your own teacher: the same run with a teacher we did not train in place of our victim.
     registered["external_teacher"] = external_teacher.create_pipeline()
     registered["byo"] = Pipeline(
         [registered[name] for name in ("data", "external_teacher", "ideal", "baselines", "redistill", "evaluate")]

@@ -18,9 +18,9 @@ from tests.conftest import free_port, run_kedro, server_up, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 TOKEN, ADMIN = "token-for-the-pipeline-test", "admin-token-for-the-pipeline-test"
-VICTIM = "data/06_models/teacher/victim_teacher.safetensors"
+VICTIM = "data/06_models/victim/victim_teacher.safetensors"
 EVALUATION_LEDGER = "data/03_primary/evaluation_query_ledger.sqlite"
-IDEAL_LEDGER = "data/03_primary/teacher_query_ledger.sqlite"
+IDEAL_LEDGER = "data/03_primary/ideal/teacher_query_ledger.sqlite"
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def fresh_copy(ran_project, tmp_path, monkeypatch):
     """A copy of the ran project with an empty ledger: nothing paid yet."""
     project = tmp_path / "project"
     shutil.copytree(ran_project, project)
-    (project / "data/03_primary/teacher_query_ledger.sqlite").unlink()
+    (project / "data/03_primary/ideal/teacher_query_ledger.sqlite").unlink()
     monkeypatch.chdir(project)
     return project
 
@@ -40,10 +40,10 @@ def test_ideal_over_http_with_faults_bills_exactly_one_query_per_sample(fresh_co
     with serve_in_thread(app) as url:
         access = {"kind": "http", "url": f"{url}/labels", "timeout_s": 5, "backoff_s": 0.01, "max_retries": 50}
         run_kedro(fresh_copy, pipeline_names=["ideal"], runtime_params={"ideal": {"teacher_access": access}})
-    summary = json.loads((fresh_copy / "data/06_models/ideal/pool_summary_002.json").read_text())
+    summary = json.loads((fresh_copy / "data/06_models/ideal/round_002/pool_summary.json").read_text())
     billed = app.state.service.billing[client_id(TOKEN)]["billed_samples"]
     assert billed == summary["queries_used"] == summary["pool_size"] > 0
-    assert QueryLedger(fresh_copy / "data/03_primary/teacher_query_ledger.sqlite").paid_queries() == billed
+    assert QueryLedger(fresh_copy / "data/03_primary/ideal/teacher_query_ledger.sqlite").paid_queries() == billed
 
 
 def their_pt2(project):
@@ -61,9 +61,9 @@ def test_bring_your_own_model_file_teacher(fresh_copy):
     # Trusted once, in external_teacher: the card carries it to the IDEAL rounds.
     external = {"model_path": str(own), "trusted_model_file": True}
     run_kedro(fresh_copy, pipeline_names=["byo"], runtime_params={"external_teacher": external})
-    card = json.loads((fresh_copy / "data/06_models/teacher/teacher_api.json").read_text())
+    card = json.loads((fresh_copy / "data/06_models/victim/teacher_api.json").read_text())
     metrics = json.loads((fresh_copy / "data/08_reporting/evaluate/metrics.json").read_text())
-    test_size = json.loads((fresh_copy / "data/08_reporting/teacher/teacher_metrics.json").read_text())["test_samples"]
+    test_size = json.loads((fresh_copy / "data/08_reporting/victim/teacher_metrics.json").read_text())["test_samples"]
     assert card["model_path"] == str(own) and card["trusted_model_file"] is True
     assert QueryLedger(fresh_copy / EVALUATION_LEDGER).paid_queries() == test_size
     assert QueryLedger(fresh_copy / IDEAL_LEDGER).paid_queries() == metrics["queries_used"]
@@ -106,7 +106,7 @@ def test_bring_your_own_http_teacher_needs_the_endpoint_once(fresh_copy, teacher
     monkeypatch.delenv("IDEAL_TEACHER_TOKEN", raising=False)  # only the card's token_env can work
     external = {"kind": "http", "url": teacher_server + "/labels", "token_env": "BYO_TEACHER_TOKEN"}
     run_kedro(fresh_copy, pipeline_names=["byo"], runtime_params={"external_teacher": external})
-    card_text = (fresh_copy / "data/06_models/teacher/teacher_api.json").read_text()
+    card_text = (fresh_copy / "data/06_models/victim/teacher_api.json").read_text()
     card = json.loads(card_text)
     assert (card["kind"], card["url"], card["token_env"]) == ("http", teacher_server + "/labels", "BYO_TEACHER_TOKEN")
     assert TOKEN not in card_text

@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from ideal_pipeline.pipeline_registry import parameters_from_conf
+from ideal_pipeline.teacher.blackbox import QueryBudgetExceeded
 from tests.conftest import run_kedro
 
 pytestmark = pytest.mark.timeout(300)
@@ -74,7 +75,7 @@ def test_reports_are_written(ran_project):
     rows = (report / "accuracy_vs_queries.csv").read_text().splitlines()
     assert rows[0].split(",")[:5] == ["round", "queries_used", "validation_accuracy", "student_accuracy", "agreement"]
     assert len(rows) == 1 + ideal_params(ran_project)["rounds"]
-    card = read_json(ran_project, "data/06_models/teacher/teacher_api.json")
+    card = read_json(ran_project, "data/06_models/victim/teacher_api.json")
     assert card["input_shape"] == [1, 28, 28] and card["num_classes"] == 10
 
 
@@ -121,7 +122,7 @@ def test_more_rounds_from_the_command_line_reuse_paid_labels(in_project):
 
 def test_a_plan_over_budget_fails_before_any_work(in_project):
     paid = ledger_paid(in_project)
-    with pytest.raises(ValueError, match="max_queries is 10"):
+    with pytest.raises(QueryBudgetExceeded, match="max_queries=10"):
         run_kedro(in_project, pipeline_names=["ideal"], runtime_params={"ideal": {"teacher_access": {"max_queries": 10}}})
     assert ledger_paid(in_project) == paid
 

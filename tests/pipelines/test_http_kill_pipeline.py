@@ -35,7 +35,7 @@ def test_killed_kedro_run_resumes_and_pays_each_sample_once(ran_project, tmp_pat
 
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "IDEAL_TEACHER_TOKEN": TOKEN, "IDEAL_TEACHER_ADMIN_TOKEN": ADMIN, "KEDRO_DISABLE_TELEMETRY": "1"}
-    serve = [str(bin_dir / "ideal-teacher"), "serve", "--model", str(project / "data/06_models/teacher/victim_teacher.pt2")]
+    serve = [str(bin_dir / "ideal-teacher"), "serve", "--model", str(project / "data/06_models/victim/victim_teacher.pt2")]
     serve += ["--port", str(port), "--input-shape", "1,28,28", "--fault-slow", "1", "--fault-slow-s", "0.3"]
     run = [str(bin_dir / "kedro"), "run", "--env", "test", "--pipelines", "ideal"]
     with open(tmp_path / "server.log", "w") as log:

@@ -12,7 +12,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 label_test_set,
                 ["real_test", "teacher_api", "evaluation_query_ledger", "params:external_teacher"],
                 ["teacher_test_predictions", "teacher_metrics"],
-                name="label_test_set_with_external_teacher",
+                name="label_test_set",
             ),
         ]
     )

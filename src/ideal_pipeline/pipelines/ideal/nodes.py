@@ -29,6 +29,7 @@ from ideal_pipeline.runtime import (
     settings_from,
     state_to_tensors,
 )
+from ideal_pipeline.teacher.blackbox import check_planned_spend
 from ideal_pipeline.teacher.connect import accounted_teacher
 from ideal_pipeline.teacher.ledger import QueryLedger
 
@@ -59,19 +60,23 @@ def _next_round(previous_summary: dict[str, Any]) -> int:
     return int(previous_summary["round"]) + 1
 
 
+def run_tag(method: str, seed: int, round_index: int | None = None) -> str:
+    """What a paid label was bought for, e.g. `ideal/seed=0/round=007`: a rerun of the same run reuses it."""
+    prefix = f"{method}/seed={seed}/"
+    return prefix if round_index is None else f"{prefix}round={round_index:03d}"
+
+
 def plan_queries(
     method: str, ledger: QueryLedger, rounds: int, batch_size: int, label_mirrors: bool, seed: int, access: dict[str, Any]
 ) -> dict[str, Any]:
-    """Round 0: the run's planned queries against its budget; fails before any work when over it."""
+    """Round 0: the run's planned queries against its budget and what the ledger already holds.
+
+    Fails before any work when they cannot fit; the labels this same run already paid for (an
+    earlier, interrupted attempt) count as free.
+    """
     planned = rounds * samples_per_round(batch_size, label_mirrors)
-    budget = access["max_queries"]
-    if planned > budget:
-        raise ValueError(
-            f"the run plans {planned} queries (rounds {rounds} x {samples_per_round(batch_size, label_mirrors)} "
-            f"samples per round) but teacher_access.max_queries is {budget}: lower rounds or batch_size, "
-            "or raise the budget"
-        )
-    return {"method": method, "planned_queries": planned, "max_queries": budget}
+    check_planned_spend(ledger, planned, access["max_queries"], own_tag_prefix=run_tag(method, seed))
+    return {"method": method, "planned_queries": planned, "max_queries": access["max_queries"]}
 
 
 def initialize_student(
@@ -222,11 +227,12 @@ def label_with_teacher(
     The receipt records what this run paid and how long it took: a record of the run, not a
     result (a rerun pays nothing), so DVC does not hash it (.dvcignore).
     """
+    round_index = _next_round(previous_summary)
     teacher = accounted_teacher(access, teacher_api, ledger, max_queries=access["max_queries"])
     started = time.perf_counter()
-    labels = teacher.label(synthetic_images)
+    labels = teacher.label(synthetic_images, tag=run_tag(previous_summary["method"], seed, round_index))
     receipt = {
-        "round": _next_round(previous_summary),
+        "round": round_index,
         "samples": len(labels),
         "queries_paid_now": teacher.queries_sent,
         "labels_reused_from_ledger": len(labels) - teacher.queries_sent,

@@ -1,4 +1,4 @@
-"""Nodes of the `teacher` pipeline: the model owner's side."""
+"""Nodes of the `victim` pipeline: the model owner's side."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ from ideal_pipeline.runtime import resolve_device, set_threads
 logger = logging.getLogger(__name__)
 
 
-def train_victim_teacher(real_train: dict[str, torch.Tensor], params: dict[str, Any]) -> tuple[tuple[nn.Module, torch.Tensor], dict]:
+def train_victim_teacher(
+    real_train: dict[str, torch.Tensor], params: dict[str, Any], compute: dict[str, Any]
+) -> tuple[tuple[nn.Module, torch.Tensor], dict]:
     """Train the victim on real data; returns (model, example input), saved as safetensors weights + architecture."""
-    set_threads(params.get("num_threads"))
+    set_threads(compute["num_threads"])
     images, labels = real_train["images"], real_train["labels"]
     channels, size = images.shape[1], images.shape[2]
     torch.manual_seed(params["seed"])  # the initial weights too: not whatever earlier nodes left in the global RNG
@@ -27,7 +29,7 @@ def train_victim_teacher(real_train: dict[str, torch.Tensor], params: dict[str, 
     started = time.perf_counter()
     losses = train_classifier(
         model, images, labels, params["epochs"], params["batch_size"], params["lr"],
-        params["weight_decay"], params["seed"], resolve_device(params["device"]),
+        params["weight_decay"], params["seed"], resolve_device(compute["device"]),
     )  # fmt: skip
     seconds = time.perf_counter() - started
     logger.info("victim teacher trained: %d epochs in %.0f s, final loss %.4f", params["epochs"], seconds, losses[-1])
@@ -35,9 +37,7 @@ def train_victim_teacher(real_train: dict[str, torch.Tensor], params: dict[str, 
     return (model.cpu().eval(), example), {"epoch_losses": losses, "seconds": seconds}
 
 
-def evaluate_victim_teacher(
-    victim_teacher: nn.Module, real_test: dict[str, torch.Tensor], params: dict[str, Any]
-) -> tuple[torch.Tensor, dict[str, Any]]:
+def evaluate_victim_teacher(victim_teacher: nn.Module, real_test: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
     """The owner's own test predictions and accuracy of the served model file."""
     predictions = predict(victim_teacher, real_test["images"], torch.device("cpu"))
     accuracy = (predictions == real_test["labels"]).float().mean().item()
