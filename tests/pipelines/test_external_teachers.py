@@ -27,7 +27,7 @@ def fresh_copy(ran_project, tmp_path, monkeypatch):
 def test_ideal_over_http_with_faults_bills_exactly_one_query_per_sample(fresh_copy, monkeypatch):
     monkeypatch.setenv("IDEAL_TEACHER_TOKEN", TOKEN)
     faults = Faults(p_500=0.15, p_429=0.15, p_drop=0.15, seed=0)
-    app = create_app(fresh_copy / "data/06_models/teacher/victim_teacher.pt2", [TOKEN], input_shape=(1, 28, 28), faults=faults)
+    app = create_app(fresh_copy / "data/06_models/teacher/victim_teacher.pt2", [TOKEN], input_shape=(1, 28, 28), faults=faults, trust_model_file=True)
     with serve_in_thread(app) as url:
         access = {"kind": "http", "url": f"{url}/labels", "timeout_s": 5, "backoff_s": 0.01, "max_retries": 50}
         run_kedro(fresh_copy, pipeline_names=["ideal"], runtime_params={"ideal": {"teacher_access": access}})

@@ -25,11 +25,26 @@ class _ExportedClassifier(nn.Module):
         return self  # torch.export forbids train()/eval(); its graph is fixed in eval mode
 
 
-def load_model_file(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Load a TorchScript (.pt) or torch.export (.pt2) classifier without our code."""
+class UntrustedModelFile(ValueError):
+    """A model file that can execute code on loading, and nobody said it is trusted."""
+
+
+def load_model_file(path: str | Path, device: str | torch.device = "cpu", *, trusted: bool = True) -> nn.Module:
+    """Load a TorchScript (.pt) or torch.export (.pt2) classifier without our code.
+
+    Both formats are read with pickle, which runs whatever code the file's author put in it:
+    with `trusted=False` they are refused. (The `ledger` branch replaces this module with the
+    safetensors-first loader whose default is `trusted=False`; the server passes it explicitly.)
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"teacher model file not found: {path}")
+    if not trusted:
+        raise UntrustedModelFile(
+            f"{path}: a TorchScript (.pt) or torch.export (.pt2) file is read with pickle, which runs any code "
+            "its author put in it; it is loaded only if you trust where it came from. If you do, pass "
+            "--trust-model-file to `ideal-teacher serve`."
+        )
     try:
         if path.suffix == ".pt2":
             return _ExportedClassifier(torch.export.load(str(path)).module()).to(device)
