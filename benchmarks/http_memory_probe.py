@@ -6,7 +6,7 @@ batch (exported .pt2, dynamic batch), sends `--concurrent` bodies of `--images` 
 reports each answer's status and the server's peak resident memory (VmHWM from /proc) before and after.
 
     python benchmarks/http_memory_probe.py --concurrent 1 -- --input-shape 3,224,224 --trust-model-file
-    python benchmarks/http_memory_probe.py --concurrent 4 -- --input-shape 1,28,28 --trust-model-file
+    python benchmarks/http_memory_probe.py --concurrent 4 --model-input 1,28,28 -- --input-shape 1,28,28 --trust-model-file
 
 Arguments after `--` go to `ideal-teacher serve` as they are (so the probe runs against older servers too).
 """
@@ -34,20 +34,22 @@ TOKEN = "memory-probe-token"
 
 
 class _TinyClassifier(nn.Module):
-    """Any (N, 3, H, W) -> (N, 10): a strided conv, global pooling, a linear layer."""
+    """Any (N, C, H, W) -> (N, 10): a strided conv, global pooling, a linear layer."""
 
-    def __init__(self):
+    def __init__(self, channels: int = 3):
         super().__init__()
-        self.conv = nn.Conv2d(3, 4, kernel_size=4, stride=4)
+        self.conv = nn.Conv2d(channels, 4, kernel_size=4, stride=4)
         self.head = nn.Linear(4, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.conv(x).mean(dim=(2, 3)))
 
 
-def _export_model(path: Path) -> None:
+def _export_model(path: Path, input_shape: tuple[int, int, int]) -> None:
+    """Exported for `input_shape` (C, H, W) exactly, any batch: the server's --input-shape must match it."""
     batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.export.export(_TinyClassifier().eval(), (torch.rand(2, 3, 224, 224),), dynamic_shapes={"x": {0: batch}})
+    example = (torch.rand(2, *input_shape),)
+    program = torch.export.export(_TinyClassifier(input_shape[0]).eval(), example, dynamic_shapes={"x": {0: batch}})
     torch.export.save(program, str(path))
 
 
@@ -91,6 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1000, help="images of 3x224x224 per body (1000: 574 MiB)")
     parser.add_argument("--concurrent", type=int, default=1, help="bodies sent at once")
+    parser.add_argument("--model-input", default="3,224,224", help="C,H,W the served model takes (1,28,28: LeNet's)")
     parser.add_argument("server_args", nargs="*", help="after --: arguments for `ideal-teacher serve`")
     args = parser.parse_args()
 
@@ -99,7 +102,7 @@ def main() -> None:
     body = buffer.getvalue()
     with tempfile.TemporaryDirectory() as workdir:
         model = Path(workdir) / "tiny.pt2"
-        _export_model(model)
+        _export_model(model, tuple(int(v) for v in args.model_input.split(",")))
         server_args = [*args.server_args, *(["--state-db", str(Path(workdir) / "state.sqlite")] * _has_state_db())]
         server, url = _start(model, server_args)
         try:
@@ -118,6 +121,7 @@ def main() -> None:
         "server_args": args.server_args,
         "body_mib": round(len(body) / 2**20, 1),
         "concurrent": args.concurrent,
+        "model_input": args.model_input,
         "statuses": sorted(map(str, answers)),
         "seconds": round(elapsed, 1),
         "rss_mib_after_start": before[0],

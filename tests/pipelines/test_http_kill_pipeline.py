@@ -36,7 +36,8 @@ def test_killed_kedro_run_resumes_and_pays_each_sample_once(ran_project, tmp_pat
     globals_ = yaml.safe_load((project / "conf/base/globals.yml").read_text())
     teacher_file = project / globals_["victim_teacher_path"]
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "IDEAL_TEACHER_TOKEN": TOKEN, "IDEAL_TEACHER_ADMIN_TOKEN": ADMIN, "KEDRO_DISABLE_TELEMETRY": "1"}
+    env = {**os.environ, "IDEAL_TEACHER_TOKEN": TOKEN, "IDEAL_TEACHER_ADMIN_TOKEN": ADMIN}
+    env["KEDRO_DISABLE_TELEMETRY"] = "1"
     serve = [str(bin_dir / "ideal-teacher"), "serve", "--model", str(teacher_file), "--trust-model-file"]
     serve += ["--port", str(port), "--input-shape", "1,28,28", "--state-db", str(tmp_path / "server-state.sqlite")]
     serve += ["--fault-slow", "1", "--fault-slow-s", "1"]  # every answer is held back 1 s after it is billed

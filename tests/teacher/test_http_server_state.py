@@ -116,3 +116,12 @@ def test_cached_answers_of_a_replaced_model_are_never_replayed(tmp_path):
     billing = app.state.service.billing[client_id(ALICE)]
     assert answers[1] == expected and answers[0] != answers[1]
     assert (billing["billed_samples"], billing["replayed_requests"]) == (32, 0)
+
+
+def test_the_default_state_file_is_per_model_and_outside_the_project(model_file, tmp_path, monkeypatch):
+    from ideal_pipeline.teacher.cli import default_state_db
+    from ideal_pipeline.teacher.server import model_fingerprint
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    path = default_state_db(model_file)
+    assert path == tmp_path / "state" / "ideal-teacher" / f"{model_fingerprint(model_file)[:16]}.sqlite"

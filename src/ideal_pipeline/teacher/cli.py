@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve a classifier label-only over HTTP")
     serve.add_argument(
-        "--model", required=True, help="model file: this project's .safetensors, or a TorchScript .pt / torch.export .pt2"
+        "--model", required=True, help="this project's .safetensors, or a TorchScript .pt / torch.export .pt2 file"
     )
     serve.add_argument(
         "--trust-model-file",
@@ -147,7 +147,7 @@ def _app(args: argparse.Namespace):
             trust_model_file=args.trust_model_file,
             max_concurrent=args.max_concurrent,
         )
-    except (ValueError, OSError, sqlite3.Error) as error:  # TokenError, UntrustedModelFile, ModelSelfTestError, a missing file
+    except (ValueError, OSError, sqlite3.Error) as error:  # TokenError, UntrustedModelFile, ModelSelfTestError, ...
         sys.exit(f"ideal-teacher: {error}")
     logger.info("serving", extra={"fields": {"model": str(args.model), "state_db": str(state_db)}})
     return app

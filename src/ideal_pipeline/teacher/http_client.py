@@ -126,7 +126,8 @@ class HttpTeacher:
             raise ValueError("teacher_access.kind=http needs a url")
         known = ("url", "token_env", "max_batch", "timeout_s", "max_retries", "backoff_s", "max_backoff_s")
         # Budget and API-card keys belong to AccountedTeacher and the card, not the transport.
-        unknown = set(access) - set(known) - {"kind", "model_path", "device", "max_queries", "evaluation_max_queries", "input_shape", "num_classes", "class_names"}
+        elsewhere = {"kind", "model_path", "device", "max_queries", "evaluation_max_queries", "input_shape"}
+        unknown = set(access) - set(known) - elsewhere - {"num_classes", "class_names"}
         if unknown:  # a typo would otherwise silently fall back to a default
             logger.warning("teacher_access keys ignored by kind=http: %s", sorted(unknown))
         options = {k: access[k] for k in known if access.get(k) is not None}

@@ -140,7 +140,7 @@ async def read_upload(request: Request, limits: UploadLimits) -> Upload:
 
 
 async def _fill(stream, prefix: bytes, length: int) -> bytearray:
-    """The whole body in one buffer of `length` bytes (uvicorn enforces Content-Length; this keeps the buffer honest)."""
+    """The whole body in one buffer of `length` bytes (uvicorn enforces Content-Length; this keeps the buffer exact)."""
     body, filled = bytearray(length), 0
     chunk: bytes | None = prefix
     while chunk is not None:

@@ -178,7 +178,8 @@ class LabelService:
         self_test(self.model, self.input_shape, device)
         self.largest_labelled_batch = max(SELF_TEST_BATCHES)
         per_image = 4 * int(np.prod(self.input_shape))
-        self.limits = UploadLimits(self.input_shape, max_batch, max_body_bytes or max_batch * per_image + MAX_HEADER_BYTES)
+        body_limit = max_body_bytes or max_batch * per_image + MAX_HEADER_BYTES
+        self.limits = UploadLimits(self.input_shape, max_batch, body_limit)
         self.max_batch = max_batch
         self.max_body_bytes = self.limits.max_body_bytes
         self.rate_limit = (rate_limit_rps, rate_limit_burst or max(1.0, rate_limit_rps)) if rate_limit_rps else None
@@ -201,7 +202,7 @@ class LabelService:
 
     @property
     def billing(self) -> dict[str, collections.Counter]:
-        """Every client's counters (persisted): billed_samples, billed_requests, replayed_requests, rejected_<status>."""
+        """Every client's persisted counters: billed_samples, billed_requests, replayed_requests, rejected_<status>."""
         return self.state.counters(list(self.tokens.values()))
 
     def authenticate(self, request: Request) -> tuple[str, bool]:

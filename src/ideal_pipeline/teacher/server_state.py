@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 from collections import Counter
@@ -37,6 +38,13 @@ CREATE INDEX IF NOT EXISTS answers_by_use ON answers (client, used);
 """
 
 
+def _create_private(path: Path) -> None:
+    """The file holds the labels the server sells: readable by the server's user only."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
 class ServerState:
     """Billing and idempotency for one served model. `path=None` keeps both in memory (tests)."""
 
@@ -44,7 +52,7 @@ class ServerState:
         if cache_size_per_client < 1:
             raise ValueError(f"idempotency_cache_size must be >= 1, got {cache_size_per_client}")
         if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(path))
         self.path = str(path) if path is not None else ":memory:"
         self.model = model_fingerprint
         self.cache_size = cache_size_per_client
