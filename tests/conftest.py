@@ -87,3 +87,12 @@ def server_up(url: str) -> bool:
         return httpx.get(url + "/healthz", timeout=1).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def billing_of(url: str, admin_token: str, client: str) -> dict[str, int]:
+    """One client's counters from the teacher server's `GET /billing` (admin view)."""
+    import httpx
+
+    answer = httpx.get(url + "/billing", headers={"Authorization": f"Bearer {admin_token}"}, timeout=5)
+    answer.raise_for_status()
+    return answer.json().get(client, {})

@@ -1,5 +1,6 @@
-"""`kedro run --pipelines ideal` against `ideal-teacher serve`, SIGKILLed mid-labelling and rerun:
-the teacher bills exactly one query per synthetic sample."""
+"""`kedro run --pipelines ideal` against `ideal-teacher serve`, SIGKILLed mid-request and rerun:
+the teacher bills exactly one query per synthetic sample, and the request in flight at the kill
+is answered again from the server's idempotency cache (asserted, not assumed)."""
 
 import json
 import os
@@ -9,13 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
 from ideal_pipeline.teacher.ledger import QueryLedger
 from ideal_pipeline.teacher.server import client_id
-from tests.conftest import free_port, server_up, wait_for
+from tests.conftest import billing_of, free_port, server_up, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 TOKEN, ADMIN = "pipeline-kill-token", "pipeline-kill-admin"
@@ -24,7 +24,7 @@ TOKEN, ADMIN = "pipeline-kill-token", "pipeline-kill-admin"
 def test_killed_kedro_run_resumes_and_pays_each_sample_once(ran_project, tmp_path):
     project = tmp_path / "project"
     shutil.copytree(ran_project, project)
-    ledger_path = project / "data/03_primary/teacher_query_ledger.sqlite"
+    ledger_path = project / "data/03_primary/ideal/teacher_query_ledger.sqlite"
     ledger_path.unlink()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -33,29 +33,40 @@ def test_killed_kedro_run_resumes_and_pays_each_sample_once(ran_project, tmp_pat
     params["ideal"]["teacher_access"].update(kind="http", url=url + "/labels", timeout_s=5, backoff_s=0.05)
     params_file.write_text(yaml.safe_dump(params))
 
+    globals_ = yaml.safe_load((project / "conf/base/globals.yml").read_text())
+    teacher_file = project / globals_["victim_teacher_path"]
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "IDEAL_TEACHER_TOKEN": TOKEN, "IDEAL_TEACHER_ADMIN_TOKEN": ADMIN, "KEDRO_DISABLE_TELEMETRY": "1"}
-    serve = [str(bin_dir / "ideal-teacher"), "serve", "--model", str(project / "data/06_models/victim/victim_teacher.pt2")]
-    serve += ["--port", str(port), "--input-shape", "1,28,28", "--fault-slow", "1", "--fault-slow-s", "0.3"]
+    env = {**os.environ, "IDEAL_TEACHER_TOKEN": TOKEN, "IDEAL_TEACHER_ADMIN_TOKEN": ADMIN}
+    env["KEDRO_DISABLE_TELEMETRY"] = "1"
+    serve = [str(bin_dir / "ideal-teacher"), "serve", "--model", str(teacher_file), "--trust-model-file"]
+    serve += ["--port", str(port), "--input-shape", "1,28,28", "--state-db", str(tmp_path / "server-state.sqlite")]
+    serve += ["--fault-slow", "1", "--fault-slow-s", "1"]  # every answer is held back 1 s after it is billed
     run = [str(bin_dir / "kedro"), "run", "--env", "test", "--pipelines", "ideal"]
     with open(tmp_path / "server.log", "w") as log:
         server = subprocess.Popen(serve, env=env, stdout=log, stderr=log)
         try:
-            wait_for(lambda: server_up(url), 30, "the teacher server")
+            wait_for(lambda: server_up(url), 90, "the teacher server")
             first = subprocess.Popen(run, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+            def billed() -> int:
+                return billing_of(url, ADMIN, client_id(TOKEN)).get("billed_samples", 0)
+
             try:
-                wait_for(lambda: ledger_path.exists() and QueryLedger(ledger_path).paid_queries() >= 15, 120, "paid labels")
+                # Kill within the 1 s between billing a chunk and answering it: the rerun must replay it.
+                wait_for(lambda: billed() >= 15 or first.poll() is not None, 120, "a billed chunk")
             finally:
                 first.send_signal(signal.SIGKILL)
                 first.wait(10)
-            assert QueryLedger(ledger_path).paid_queries() < 80, "the kill must land before the run is done"
+            billed_at_kill = billed()
+            assert QueryLedger(ledger_path).paid_queries() < billed_at_kill < 80, "the kill must land mid-request"
             second = subprocess.run(run, cwd=project, env=env, capture_output=True, text=True, timeout=180)
             assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-            billing = httpx.get(url + "/billing", headers={"Authorization": f"Bearer {ADMIN}"}).json()
+            billing = billing_of(url, ADMIN, client_id(TOKEN))
         finally:
             server.terminate()
             server.wait(10)
 
-    summary = json.loads((project / "data/06_models/ideal/pool_summary_002.json").read_text())
+    summary = json.loads((project / "data/06_models/ideal/round_002/pool_summary.json").read_text())
     assert summary["queries_used"] == 80
-    assert billing[client_id(TOKEN)]["billed_samples"] == 80 == QueryLedger(ledger_path).paid_queries()
+    assert billing["billed_samples"] == 80 == QueryLedger(ledger_path).paid_queries()
+    assert billing["replayed_requests"] >= 1  # the chunk in flight at the kill came from the idempotency cache

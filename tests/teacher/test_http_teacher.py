@@ -25,7 +25,7 @@ from ideal_pipeline.teacher.http_client import (
     encode_batch,
 )
 from ideal_pipeline.teacher.ledger import QueryLedger
-from ideal_pipeline.teacher.local import LocalModelTeacher, save_model_file
+from ideal_pipeline.teacher.local import load_model_file, save_model_file
 from ideal_pipeline.teacher.server import Faults, client_id, create_app, serve_in_thread
 
 TOKEN = "s3cret-token-for-tests-only"
@@ -54,9 +54,15 @@ def token_env(monkeypatch):
 
 
 def _server(model_file, **options):
-    options = {"input_shape": (1, 28, 28), "max_batch": 100, **options}
+    options = {"input_shape": (1, 28, 28), "max_batch": 100, "trust_model_file": True, **options}
     app = create_app(model_file, [TOKEN], admin_tokens=["admin-token"], **options)
     return app.state.service, serve_in_thread(app)
+
+
+@torch.inference_mode()
+def _top1(model_file, images):
+    """The served model's own answer, loaded directly (the test wrote the file: it is trusted)."""
+    return load_model_file(model_file, trusted=True)(images).argmax(1)
 
 
 def _teacher(url, **options):
@@ -71,7 +77,7 @@ def test_labels_survive_faults_and_are_billed_once(model_file, images, tmp_path)
         ledger = QueryLedger(tmp_path / "ledger.sqlite")
         labels = AccountedTeacher(teacher, ledger, max_queries=1000, max_batch=50).label(images)
         billing = httpx.get(url + "/billing", headers={"Authorization": "Bearer admin-token"}).json()
-    assert torch.equal(labels, LocalModelTeacher(model_file).label(images.float() / 255))
+    assert torch.equal(labels, _top1(model_file, images.float() / 255))
     assert billing[client_id(TOKEN)]["billed_samples"] == 260 == ledger.paid_queries()
     # Every kind of fault happened, so the above is not luck (0 = dropped connection).
     assert all(service.status_counts[status] for status in (200, 500, 429, 0)), service.status_counts

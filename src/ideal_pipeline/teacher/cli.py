@@ -1,7 +1,9 @@
 """`ideal-teacher serve`: serve a saved classifier as a label-only HTTP teacher.
 
 Tokens are read from environment variables (comma-separated for several clients), never from
-the command line, where `ps` would show them.
+the command line, where `ps` would show them. A start-up problem (no or malformed token, an
+untrusted or unloadable model file, a model that fails its self-test) exits with status 1 and
+one line naming it.
 """
 
 from __future__ import annotations
@@ -10,9 +12,14 @@ import argparse
 import logging
 import logging.config
 import os
+import sqlite3
 import sys
+from pathlib import Path
 
-from ideal_pipeline.teacher.server import Faults, JsonFormatter, create_app
+from ideal_pipeline.teacher.server import Faults, JsonFormatter, create_app, model_fingerprint
+from ideal_pipeline.teacher.tokens import read_tokens
+
+logger = logging.getLogger("ideal_pipeline.teacher.cli")
 
 
 def _shape(text: str) -> tuple[int, int, int]:
@@ -25,8 +32,15 @@ def _shape(text: str) -> tuple[int, int, int]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ideal-teacher", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve a .pt / .pt2 classifier label-only over HTTP")
-    serve.add_argument("--model", required=True, help="TorchScript (.pt) or torch.export (.pt2) model file")
+    serve = commands.add_parser("serve", help="serve a classifier label-only over HTTP")
+    serve.add_argument(
+        "--model", required=True, help="this project's .safetensors, or a TorchScript .pt / torch.export .pt2 file"
+    )
+    serve.add_argument(
+        "--trust-model-file",
+        action="store_true",
+        help=".pt/.pt2 files are unpickled, which runs any code in them: load one only if you trust its source",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, local only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument(
@@ -42,7 +56,23 @@ def _parser() -> argparse.ArgumentParser:
         "--max-body-mb", type=float, default=None, help="request body limit (default: from max-batch and input-shape)"
     )
     serve.add_argument(
-        "--input-shape", type=_shape, default=None, help="C,H,W the model takes, e.g. 1,28,28 (other shapes are 422)"
+        "--input-shape",
+        type=_shape,
+        required=True,
+        help="C,H,W the model takes, e.g. 1,28,28: other shapes are 422; checked at start with batches of 1 and 2",
+    )
+    serve.add_argument(
+        "--state-db",
+        type=Path,
+        default=None,
+        help="SQLite file for billing and the idempotency cache (default: "
+        "$XDG_STATE_HOME/ideal-teacher/<model sha256[:16]>.sqlite, XDG_STATE_HOME defaulting to ~/.local/state)",
+    )
+    serve.add_argument(
+        "--idempotency-cache-size", type=int, default=100_000, help="answers kept for replay, per client token"
+    )
+    serve.add_argument(
+        "--max-concurrent", type=int, default=2, help="requests whose bodies are read and labelled at once"
     )
     serve.add_argument(
         "--rate-limit",
@@ -85,32 +115,49 @@ def _log_config(level: str) -> dict:
     }
 
 
-def _tokens(env: str) -> list[str]:
-    return [token.strip() for token in os.environ.get(env, "").split(",") if token.strip()]
+def default_state_db(model: str | Path) -> Path:
+    """One state file per model (by content), outside the project: DVC owns the model's folder."""
+    root = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return root / "ideal-teacher" / f"{model_fingerprint(model)[:16]}.sqlite"
+
+
+def _app(args: argparse.Namespace):
+    """The app, or SystemExit(one line) on a start-up problem: a traceback would bury it."""
+    if not Path(args.model).is_file():
+        sys.exit(f"ideal-teacher: model file not found: {args.model}")
+    try:
+        tokens, admin_tokens = read_tokens(args.token_env), read_tokens(args.admin_token_env, required=False)
+        state_db = args.state_db or default_state_db(args.model)
+        faults = Faults(
+            args.fault_500, args.fault_429, args.fault_slow, args.fault_slow_s, args.fault_drop, seed=args.fault_seed
+        )
+        app = create_app(
+            args.model,
+            tokens,
+            admin_tokens=admin_tokens,
+            max_batch=args.max_batch,
+            max_body_bytes=int(args.max_body_mb * 2**20) if args.max_body_mb else None,
+            input_shape=args.input_shape,
+            rate_limit_rps=args.rate_limit,
+            rate_limit_burst=args.burst,
+            idempotency_cache_size=args.idempotency_cache_size,
+            faults=faults,
+            device=args.device,
+            state_db=state_db,
+            trust_model_file=args.trust_model_file,
+            max_concurrent=args.max_concurrent,
+        )
+    except (ValueError, OSError, sqlite3.Error) as error:  # TokenError, UntrustedModelFile, ModelSelfTestError, ...
+        sys.exit(f"ideal-teacher: {error}")
+    logger.info("serving", extra={"fields": {"model": str(args.model), "state_db": str(state_db)}})
+    return app
 
 
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     logging.config.dictConfig(_log_config(args.log_level))
-    tokens = _tokens(args.token_env)
-    if not tokens:
-        sys.exit(f"ideal-teacher: set the client token(s) in the environment variable {args.token_env}")
-    faults = Faults(
-        args.fault_500, args.fault_429, args.fault_slow, args.fault_slow_s, args.fault_drop, seed=args.fault_seed
-    )
-    app = create_app(
-        args.model,
-        tokens,
-        admin_tokens=_tokens(args.admin_token_env),
-        max_batch=args.max_batch,
-        max_body_bytes=int(args.max_body_mb * 2**20) if args.max_body_mb else None,
-        input_shape=args.input_shape,
-        rate_limit_rps=args.rate_limit,
-        rate_limit_burst=args.burst,
-        faults=faults,
-        device=args.device,
-    )
+    app = _app(args)
     # Our JSON request log replaces the access log; no Server/Date headers: answers carry labels only.
     uvicorn.run(
         app,

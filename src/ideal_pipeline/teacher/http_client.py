@@ -14,7 +14,6 @@ import email.utils
 import hashlib
 import io
 import logging
-import os
 import random
 import time
 from typing import Any, ClassVar
@@ -22,6 +21,8 @@ from typing import Any, ClassVar
 import httpx
 import numpy as np
 import torch
+
+from ideal_pipeline.teacher.tokens import read_token
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class TeacherRequestRejected(RuntimeError):
     _HINTS: ClassVar[dict[int, str]] = {
         401: "check that the token in the environment variable is the one the teacher's owner issued",
         403: "this token is not allowed to query the teacher",
-        413: "the batch or body is larger than the server accepts; lower teacher_access.max_batch",
+        413: "the batch or body is larger than the server or its model accepts; lower teacher_access.max_batch",
         422: "the images do not match the protocol: float32 (N, C, H, W) in [0, 1], finite, of the model's shape",
     }
 
@@ -48,6 +49,10 @@ class TeacherRequestRejected(RuntimeError):
 
 class TeacherUnavailable(RuntimeError):
     """The teacher kept failing transiently (connection errors, timeouts, 429, 5xx) past `max_retries`."""
+
+
+class TeacherRequestInvalid(RuntimeError):
+    """The request could not be sent as built (e.g. a header httpx refuses); resending it will not help."""
 
 
 class TeacherProtocolError(RuntimeError):
@@ -103,8 +108,7 @@ class HttpTeacher:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        if not os.environ.get(token_env):
-            raise ValueError(f"the teacher token environment variable {token_env!r} is not set or empty")
+        read_token(token_env)  # fail now, not at the first request, on a missing or malformed token
         self.url = url
         self.token_env = token_env
         self.max_batch = int(max_batch)
@@ -122,10 +126,12 @@ class HttpTeacher:
             raise ValueError("teacher_access.kind=http needs a url")
         known = ("url", "token_env", "max_batch", "timeout_s", "max_retries", "backoff_s", "max_backoff_s")
         # Budget and API-card keys belong to AccountedTeacher and the card, not the transport.
-        unknown = set(access) - set(known) - {"kind", "model_path", "device", "max_queries", "evaluation_max_queries", "input_shape", "num_classes", "class_names"}
+        elsewhere = {"kind", "model_path", "device", "max_queries", "evaluation_max_queries", "input_shape"}
+        unknown = set(access) - set(known) - elsewhere - {"num_classes", "class_names"}
         if unknown:  # a typo would otherwise silently fall back to a default
             logger.warning("teacher_access keys ignored by kind=http: %s", sorted(unknown))
-        return cls(**{"token_env": "IDEAL_TEACHER_TOKEN", **{k: access[k] for k in known if k in access}})
+        options = {k: access[k] for k in known if access.get(k) is not None}
+        return cls(**{"token_env": "IDEAL_TEACHER_TOKEN", **options})
 
     def label(self, images: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) float32 in [0, 1] -> (N,) int64 labels. Sent as given: the server validates."""
@@ -147,9 +153,16 @@ class HttpTeacher:
                     "teacher request %s… failed (%s); retry %d/%d", key[:12], failure, attempt, self.max_retries
                 )
             wait = min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
+            headers = self._headers(key)  # a missing or malformed token raises TokenError here: nothing is sent
             try:
                 self.requests_sent += 1
-                response = self._client.post(self.url, content=body, headers=self._headers(key))
+                response = self._client.post(self.url, content=body, headers=headers)
+            except httpx.LocalProtocolError as error:
+                # Raised while *building* the request: it would fail the same way every time, and its
+                # text may quote a header value, i.e. the token.
+                raise TeacherRequestInvalid(
+                    f"could not send a request to {self.url}: {type(error).__name__} (a malformed header?); not retried"
+                ) from None
             except httpx.TransportError as error:  # connect/read timeouts, refused or dropped connections
                 failure = f"{type(error).__name__}: {error}"
             else:
@@ -169,9 +182,7 @@ class HttpTeacher:
         )
 
     def _headers(self, key: str) -> dict[str, str]:
-        token = os.environ.get(self.token_env)
-        if not token:
-            raise ValueError(f"the teacher token environment variable {self.token_env!r} is not set or empty")
+        token = read_token(self.token_env)  # read at each request: never kept in this object's state
         return {"Authorization": f"Bearer {token}", "Idempotency-Key": key, "Content-Type": "application/x-npy"}
 
     @staticmethod

@@ -3,7 +3,12 @@
 `create_app(...)` returns a Starlette ASGI app: `POST /labels` answers `{"labels": [...]}` and
 nothing else about the model; `GET /billing` tells a token's owner what it was billed;
 `GET /healthz` says the server is up. Billing counts samples of 200 answers only, once per
-`Idempotency-Key`, so retries and restarted clients never pay twice.
+`Idempotency-Key` and token, so retries and restarted clients never pay twice; billing and the
+idempotency cache live in SQLite (`server_state`), so a restarted server does not either.
+
+A request is checked before its body is parsed (`npy_upload`), at most `max_concurrent` bodies
+are held and labelled at once, and the model must label the configured shape with batches of
+1 and 2 before the server starts.
 
 `Faults` injects failures (500, 429, slow answers, dropped connections) FOR TESTING ONLY.
 """
@@ -14,7 +19,6 @@ import asyncio
 import collections
 import hashlib
 import hmac
-import io
 import json
 import logging
 import random
@@ -30,14 +34,22 @@ import numpy as np
 import torch
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+from torch import nn
 
 from ideal_pipeline.teacher.local import load_model_file
+from ideal_pipeline.teacher.npy_upload import MAX_HEADER_BYTES, Reject, Upload, UploadLimits, read_upload
+from ideal_pipeline.teacher.server_state import ServerState
+from ideal_pipeline.teacher.tokens import check_token
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["Faults", "LabelService", "ModelSelfTestError", "Reject", "client_id", "create_app", "serve_in_thread"]
+
+SELF_TEST_BATCHES = (1, 2)
 
 
 @dataclass
@@ -46,7 +58,7 @@ class Faults:
 
     p_500: float = 0.0  # answer 500 before doing anything (not billed)
     p_429: float = 0.0  # answer 429 with Retry-After: retry_after_s (not billed)
-    p_slow: float = 0.0  # sleep slow_s before answering (the client may time out and retry)
+    p_slow: float = 0.0  # label and bill, then wait slow_s before answering (the client may time out and retry)
     slow_s: float = 1.0
     p_drop: float = 0.0  # label and bill, then close the connection without the answer
     retry_after_s: int = 0
@@ -56,10 +68,8 @@ class Faults:
         return any((self.p_500, self.p_429, self.p_slow, self.p_drop))
 
 
-class Reject(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
+class ModelSelfTestError(ValueError):
+    """The model cannot label the configured input shape: the server refuses to start."""
 
 
 class _DropConnection(Exception):
@@ -82,21 +92,40 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def _npy_header(prefix: bytes) -> tuple[tuple[int, ...], np.dtype] | None:
-    """(shape, dtype) from the start of a .npy body, or None if it is not one."""
-    try:
-        stream = io.BytesIO(prefix)
-        major, _ = np.lib.format.read_magic(stream)
-        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read(stream)
-        return shape, dtype
-    except (ValueError, EOFError, OSError, SyntaxError):
-        return None
-
-
 def client_id(token: str) -> str:
     """Public name of a token for logs and billing: never the token itself."""
     return "tok_" + hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def model_fingerprint(path: str | Path) -> str:
+    """SHA-256 of the model file: cached answers belong to exactly these bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def self_test(model: nn.Module, input_shape: tuple[int, int, int], device: str) -> None:
+    """Refuse a model that cannot label `input_shape` with batches of 1 and 2 (it would fail every request)."""
+    generator = torch.Generator().manual_seed(0)
+    for batch in SELF_TEST_BATCHES:
+        images = torch.rand(batch, *input_shape, generator=generator).to(device)
+        try:
+            with torch.inference_mode():
+                logits = model(images)
+        except Exception as error:  # torch raises many types; the owner needs the model's own words here
+            reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300] if str(error).strip() else ''}"
+            raise ModelSelfTestError(
+                f"the model fails on a batch of {batch} image(s) of (C, H, W) = {input_shape} ({reason}); "
+                "check --input-shape, and that a .pt2 was exported with a dynamic batch dimension"
+            ) from None
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != batch:
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ModelSelfTestError(
+                f"the model answers {shape} for a batch of {batch} image(s) of {input_shape}; "
+                f"a classifier must answer (N, classes) logits"
+            )
 
 
 class _TokenBucket:
@@ -115,7 +144,7 @@ class _TokenBucket:
 
 
 class LabelService:
-    """State behind the app: model, tokens, rate limits, idempotency cache, billing."""
+    """State behind the app: model, tokens, limits, rate limits, billing and idempotency (`ServerState`)."""
 
     def __init__(
         self,
@@ -130,27 +159,51 @@ class LabelService:
         idempotency_cache_size: int = 100_000,
         faults: Faults | None = None,
         device: str = "cpu",
+        state_db: str | Path | None = None,
+        trust_model_file: bool = False,
+        max_concurrent: int = 2,
     ):
-        if not tokens or not all(tokens):
-            raise ValueError("the teacher server needs at least one non-empty client token")
-        self.model = load_model_file(model_path, device)
+        if not tokens:
+            raise ValueError("the teacher server needs at least one client token")
+        if input_shape is None or len(tuple(input_shape)) != 3 or min(input_shape) < 1:
+            raise ValueError(f"input_shape must be the (C, H, W) the model takes, e.g. (1, 28, 28); got {input_shape}")
+        if max_batch < 1 or max_concurrent < 1:
+            raise ValueError(f"max_batch and max_concurrent must be >= 1, got {max_batch} and {max_concurrent}")
+        checked = [check_token(token, f"client token {i}") for i, token in enumerate(tokens, 1)]
+        self.tokens = {token: client_id(token) for token in checked}
+        self.admin_tokens = [check_token(t, f"admin token {i}") for i, t in enumerate(admin_tokens, 1) if t]
+        self.input_shape = tuple(int(v) for v in input_shape)
         self.device = device
-        self.tokens = {token: client_id(token) for token in tokens}
-        self.admin_tokens = [token for token in admin_tokens if token]
+        self.model = load_model_file(model_path, device, trusted=trust_model_file)
+        self_test(self.model, self.input_shape, device)
+        self.largest_labelled_batch = max(SELF_TEST_BATCHES)
+        per_image = 4 * int(np.prod(self.input_shape))
+        body_limit = max_body_bytes or max_batch * per_image + MAX_HEADER_BYTES
+        self.limits = UploadLimits(self.input_shape, max_batch, body_limit)
         self.max_batch = max_batch
-        self.input_shape = tuple(input_shape) if input_shape else None
-        per_image = 4 * int(np.prod(self.input_shape)) if self.input_shape else 4 * 3 * 224 * 224
-        self.max_body_bytes = max_body_bytes or max_batch * per_image + 4096  # + .npy header
+        self.max_body_bytes = self.limits.max_body_bytes
         self.rate_limit = (rate_limit_rps, rate_limit_burst or max(1.0, rate_limit_rps)) if rate_limit_rps else None
         self.buckets: dict[str, _TokenBucket] = {}
-        self.cache: collections.OrderedDict[tuple[str, str], tuple[str, list[int]]] = collections.OrderedDict()
-        self.cache_size = idempotency_cache_size
+        self.state = ServerState(state_db, model_fingerprint(model_path), idempotency_cache_size)
         self.in_flight: dict[tuple[str, str], asyncio.Future] = {}
-        self.billing: dict[str, collections.Counter] = {cid: collections.Counter() for cid in self.tokens.values()}
         self.faults = faults or Faults()
         self.random = random.Random(self.faults.seed)
         self.status_counts: collections.Counter = collections.Counter()  # for tests: every answer given
+        self.max_concurrent = max_concurrent
+        self._slots: asyncio.Semaphore | None = None  # made in the server's event loop, on first use
         self._model_lock = threading.Lock()  # one forward at a time: concurrent ones only fight for cores
+
+    @property
+    def slots(self) -> asyncio.Semaphore:
+        """Bounds the bodies held and labelled at once: memory is about max_concurrent x the body limit."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_concurrent)
+        return self._slots
+
+    @property
+    def billing(self) -> dict[str, collections.Counter]:
+        """Every client's persisted counters: billed_samples, billed_requests, replayed_requests, rejected_<status>."""
+        return self.state.counters(list(self.tokens.values()))
 
     def authenticate(self, request: Request) -> tuple[str, bool]:
         """(client id, is admin) for the bearer token, or 401."""
@@ -170,74 +223,39 @@ class LabelService:
         if wait:
             raise Reject(429, "rate limit exceeded", {"Retry-After": str(max(1, int(np.ceil(wait))))})
 
-    async def read_body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > 4 * self.max_body_bytes:
-            raise Reject(413, f"body of {declared} bytes exceeds the limit of {self.max_body_bytes}")
-        chunks, size, prefix = [], 0, b""
-        # Drain an oversized body instead of closing mid-upload: the client then reads a clean 413
-        # rather than a broken pipe it would retry.
-        async for chunk in request.stream():
-            size += len(chunk)
-            prefix = prefix if len(prefix) >= 4096 else (prefix + chunk)[:4096]
-            if size <= self.max_body_bytes:
-                chunks.append(chunk)
-        if size > self.max_body_bytes:
-            header = _npy_header(prefix)
-            if header is not None:  # a wrong dtype or shape is the more useful answer
-                self.check_header(*header)
-            raise Reject(413, f"body of {size} bytes exceeds the limit of {self.max_body_bytes}")
-        return b"".join(chunks)
-
-    def check_header(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        if dtype.kind != "f" or dtype.itemsize != 4:
-            raise Reject(422, f"images must be float32, got {dtype}")
-        if len(shape) != 4:
-            raise Reject(422, f"images must have shape (N, C, H, W), got {shape}")
-        if shape[0] == 0:
-            raise Reject(422, "the batch is empty")
-        if self.input_shape and tuple(shape[1:]) != self.input_shape:
-            raise Reject(422, f"images must have (C, H, W) = {self.input_shape}, got {tuple(shape[1:])}")
-        if shape[0] > self.max_batch:
-            raise Reject(413, f"batch of {shape[0]} images exceeds max_batch={self.max_batch}")
-
-    def parse(self, body: bytes) -> np.ndarray:
-        try:
-            array = np.load(io.BytesIO(body), allow_pickle=False)
-        except (ValueError, EOFError, OSError, SyntaxError):  # numpy's ways to say 'not a .npy file'
-            raise Reject(422, "body is not a .npy array (application/x-npy, no pickle)") from None
-        if not isinstance(array, np.ndarray):
-            raise Reject(422, "body is not a single .npy array")
-        self.check_header(array.shape, array.dtype)
-        if not np.isfinite(array).all():
-            raise Reject(422, "images contain NaN or infinite values")
-        if array.min() < 0 or array.max() > 1:
-            raise Reject(422, "image values must lie in [0, 1]")
-        return np.ascontiguousarray(array, dtype=np.float32)
-
     def predict(self, array: np.ndarray) -> list[int]:
+        """Top-1 labels; a model failure is a 413 (batch larger than it has shown it takes) or a 422, never a 500."""
         with self._model_lock, torch.inference_mode():
             try:
                 logits = self.model(torch.from_numpy(array).to(self.device))
-            except Exception:
-                if self.input_shape:
-                    raise
-                # Without a declared shape a bad shape shows up here; the model's message would leak its internals.
-                logger.warning("model rejected a batch", exc_info=True, extra={"fields": {"shape": list(array.shape)}})
-                raise Reject(422, f"the model cannot take images of (C, H, W) = {array.shape[1:]}") from None
+                if logits.dim() != 2 or logits.shape[0] != len(array):
+                    raise RuntimeError(f"the model answered {tuple(logits.shape)} for {len(array)} images")
+            except Exception as error:
+                # The model's own message stays in the owner's log: it would leak its internals to the client.
+                fields = {"shape": list(array.shape), "error": type(error).__name__}
+                logger.warning("model failed on a batch", exc_info=True, extra={"fields": fields})
+                if len(array) > self.largest_labelled_batch:
+                    raise Reject(
+                        413,
+                        f"the model cannot label a batch of {len(array)} images; the largest batch it has labelled "
+                        f"is {self.largest_labelled_batch}",
+                    ) from None
+                raise Reject(422, f"the model cannot label these {len(array)} images") from None
+            self.largest_labelled_batch = max(self.largest_labelled_batch, len(array))
             return logits.argmax(1).cpu().tolist()
 
-    async def labels_for(self, cid: str, key: str, body: bytes, array: np.ndarray) -> tuple[list[int], bool]:
-        """(labels, replayed): each (client, key) is computed and billed once, even when concurrent."""
-        slot, digest = (cid, key), hashlib.sha256(body).hexdigest()
+    async def labels_for(self, cid: str, key: str | None, upload: Upload) -> tuple[list[int], bool]:
+        """(labels, replayed): each (client, key) is labelled and billed once, even when concurrent or restarted."""
+        digest = await run_in_threadpool(upload.digest)
+        key = key or digest
+        slot = (cid, key)
         while True:
-            if slot in self.cache:
-                cached_digest, labels = self.cache[slot]
-                if cached_digest != digest:
+            cached = await run_in_threadpool(self.state.lookup, cid, key)
+            if cached is not None:
+                if cached[0] != digest:
                     raise Reject(422, "Idempotency-Key was already used with a different body")
-                self.cache.move_to_end(slot)
-                self.billing[cid]["replayed_requests"] += 1
-                return labels, True
+                await run_in_threadpool(self.state.replayed, cid, key)
+                return cached[1], True
             if slot not in self.in_flight:
                 break
             # The same request is still being labelled (a client retry after a timeout): wait for it,
@@ -245,14 +263,12 @@ class LabelService:
             await asyncio.wait([self.in_flight[slot]])
         future = self.in_flight[slot] = asyncio.get_running_loop().create_future()
         try:
+            images = await run_in_threadpool(upload.images)
+            labels = await run_in_threadpool(self.predict, images)
+            del images
+            await run_in_threadpool(self.state.billed, cid, key, digest, labels)  # stored before it is answered
             if self.random.random() < self.faults.p_slow:
                 await asyncio.sleep(self.faults.slow_s)
-            labels = await run_in_threadpool(self.predict, array)
-            self.billing[cid]["billed_samples"] += len(labels)
-            self.billing[cid]["billed_requests"] += 1
-            self.cache[slot] = (digest, labels)
-            while len(self.cache) > self.cache_size:
-                self.cache.popitem(last=False)
             future.set_result(labels)
             return labels, False
         except BaseException as error:
@@ -273,6 +289,13 @@ def _log(event: str, **fields) -> None:
     logger.info(event, extra={"fields": {"event": event, **fields}})
 
 
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is not None and (not key or len(key) > 200 or not key.isprintable()):
+        raise Reject(422, "Idempotency-Key must be 1 to 200 printable characters")
+    return key
+
+
 async def _label_endpoint(request: Request) -> Response:
     service: LabelService = request.app.state.service
     started, cid, fields = time.perf_counter(), None, {}
@@ -282,13 +305,12 @@ async def _label_endpoint(request: Request) -> Response:
             raise Reject(401, "the admin token reads billing; label with a client token")
         service.check_rate(cid)
         service.inject_fault()
-        body = await service.read_body(request)
-        array = await run_in_threadpool(service.parse, body)  # a big batch would stall the event loop
-        key = request.headers.get("idempotency-key") or hashlib.sha256(body).hexdigest()
-        if len(key) > 200 or not key.isprintable():
-            raise Reject(422, "Idempotency-Key must be at most 200 printable characters")
-        labels, replayed = await service.labels_for(cid, key, body, array)
-        fields = {"n": len(labels), "replayed": replayed, "key": key[:16]}
+        key = _idempotency_key(request)
+        async with service.slots:
+            upload = await read_upload(request, service.limits)
+            labels, replayed = await service.labels_for(cid, key, upload)
+            del upload
+        fields = {"n": len(labels), "replayed": replayed, "key": (key or "body-sha256")[:16]}
         if service.random.random() < service.faults.p_drop:
             raise _DropConnection()
         status, response = 200, JSONResponse({"labels": labels})
@@ -296,7 +318,9 @@ async def _label_endpoint(request: Request) -> Response:
         status, response = reject.status, JSONResponse({"error": reject.message}, reject.status, reject.headers)
         fields["error"] = reject.message
         if cid and reject.status != 401:
-            service.billing[cid][f"rejected_{reject.status}"] += 1
+            await run_in_threadpool(service.state.count, cid, f"rejected_{reject.status}")
+    except ClientDisconnect:  # gone mid-upload: nobody reads this answer
+        status, response = 499, Response(status_code=400)
     except _DropConnection:
         status, response = 0, _dropped
     except Exception:
@@ -318,7 +342,8 @@ async def _billing_endpoint(request: Request) -> Response:
         cid, is_admin = service.authenticate(request)
     except Reject as reject:
         return JSONResponse({"error": reject.message}, reject.status, reject.headers)
-    visible = service.billing if is_admin else {cid: service.billing[cid]}
+    billing = await run_in_threadpool(lambda: service.billing)
+    visible = billing if is_admin else {cid: billing[cid]}
     return JSONResponse({client: dict(counts) for client, counts in visible.items()})
 
 
@@ -327,7 +352,11 @@ async def _health_endpoint(request: Request) -> Response:
 
 
 def create_app(model_path: str | Path, tokens: list[str], **options) -> Starlette:
-    """ASGI app serving `model_path` label-only to bearers of `tokens`; `options` go to `LabelService`."""
+    """ASGI app serving `model_path` label-only to bearers of `tokens`; `options` go to `LabelService`.
+
+    `input_shape` is required; `trust_model_file=True` is needed for .pt/.pt2 files (they unpickle);
+    `state_db=None` keeps billing and idempotency in memory (tests), a path persists them.
+    """
     service = LabelService(model_path, tokens, **options)
     app = Starlette(
         routes=[
