@@ -8,13 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.conftest import REPO, make_project_copy
 
 pytestmark = pytest.mark.timeout(600)
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, "KEDRO_ENV": "test", "PATH": f"{BIN}:{os.environ['PATH']}"}
+ENV = {**os.environ, "KEDRO_ENV": "test", "PATH": f"{BIN}:{os.environ['PATH']}", "GIT_AUTHOR_NAME": "t",
+       "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
 
 
 def test_dvc_yaml_matches_the_kedro_pipelines():
@@ -95,7 +97,7 @@ def test_repro_twice_then_only_what_a_parameter_touches(tmp_path):
     assert "student_accuracy" in dvc(project, "metrics", "show")
 
 
-def test_kedro_run_then_dvc_commit_leaves_dvc_clean_and_runs_travel_through_the_remote(tmp_path):
+def test_kedro_run_then_dvc_commit_leaves_dvc_clean_runs_travel_and_seeds_are_experiments(tmp_path):
     project = git_project(tmp_path)
     run(project, str(BIN / "kedro"), "run")  # the README's main command: `kedro run`, then `dvc commit`
     dvc(project, "commit", "--force", "--quiet")
@@ -111,3 +113,12 @@ def test_kedro_run_then_dvc_commit_leaves_dvc_clean_and_runs_travel_through_the_
     dvc(project, "pull")
     assert student.read_bytes() == before
     assert "up to date" in dvc(project, "status")
+
+    # A seed is a parameter change run as a DVC experiment in its own workspace: its bill starts
+    # empty (the ledger is not restored from the cache), so a budget of exactly its plan suffices.
+    run(project, "git", "add", "-A")
+    run(project, "git", "commit", "-qm", "seed 0")
+    dvc(project, "exp", "run", "--temp", "-S", "ideal.seed=1", "-S", "ideal.teacher_access.max_queries=80")
+    run(project, sys.executable, "-m", "ideal_pipeline.reporting", "--dvc", "--out-dir", str(tmp_path / "report"))
+    final = pd.read_csv(tmp_path / "report" / "comparison.csv").set_index("row").loc["IDEAL, final student"]
+    assert final["seeds"] == 2 and final["seed_list"] == "0 1"  # the commit (seed 0) and the experiment (seed 1)

@@ -47,4 +47,4 @@ def create_pipeline(rounds: int = 1, methods: tuple[str, ...] = (), **kwargs) ->
         name="collect_baselines",
     )
     parts = [Pipeline([create_method_pipeline(m, rounds), _scoring(m, rounds)]) for m in methods]
-    return Pipeline([*parts, Pipeline([collect])])
+    return Pipeline([*parts, Pipeline([collect], namespace="baselines", prefix_datasets_with_namespace=False)])

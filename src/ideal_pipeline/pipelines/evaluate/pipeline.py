@@ -41,5 +41,7 @@ def create_pipeline(rounds: int = 1, **kwargs) -> Pipeline:
                  name="plot_class_coverage"),  # fmt: skip
             node(plot_synthetic_grid, [f"{IDEAL}.labelled_pool", final_summary, "teacher_api", "params:evaluate"],
                  "synthetic_grid_plot", name="plot_synthetic_grid"),  # fmt: skip
-        ]
+        ],
+        namespace="evaluate",  # one box in kedro-viz; dataset names stay as they are
+        prefix_datasets_with_namespace=False,
     )

@@ -14,5 +14,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["teacher_test_predictions", "teacher_metrics"],
                 name="label_test_set",
             ),
-        ]
+        ],
+        namespace="external_teacher",  # one box in kedro-viz; dataset names stay as they are
+        prefix_datasets_with_namespace=False,
     )

@@ -257,6 +257,7 @@ def distill_student(
     synthetic_images: torch.Tensor,
     teacher_labels: torch.Tensor,
     image_source_log: dict[str, Any],
+    labelling_receipt: dict[str, Any],
     teacher_api: dict[str, Any],
     params: dict[str, Any],
     student_params: dict[str, Any],
@@ -301,8 +302,9 @@ def distill_student(
     }
     hit_rate = summary["target_hit_rate"]
     logger.info(
-        "%s round %d | queries %d/%d | targets hit %s | rarest class %d | distill loss %.3f (%.1f s)",
+        "%s round %d | queries %d/%d (paid now %d) | targets hit %s | rarest class %d | distill loss %.3f (%.1f s)",
         summary["method"], round_index, summary["queries_used"], summary["planned_queries"],
+        labelling_receipt["queries_paid_now"],
         "-" if hit_rate is None else f"{100 * hit_rate:.0f}%", summary["smallest_class_count"],
         summary["distill_loss"], time.perf_counter() - started,
     )  # fmt: skip

@@ -104,7 +104,7 @@ def _round(namespace: str, method: str, reinitialize: bool, round_index: int) ->
         node(
             nodes.distill_student,
             ["previous_student", "previous_pool_summary", "labelled_pool", "synthetic_images", "teacher_labels",
-             "image_source_log", "teacher_api", "params:ideal.distill",
+             "image_source_log", "labelling_receipt", "teacher_api", "params:ideal.distill",
              "params:ideal.student", "params:ideal.seed", "params:compute"],
             ["student", "pool_summary"],
             name="distill_student",

@@ -15,5 +15,7 @@ def create_pipeline(rounds: int = 1, **kwargs) -> Pipeline:
                 ["redistilled_student", "redistill_log"],
                 name="redistill_student",
             )  # fmt: skip
-        ]
+        ],
+        namespace="redistill",  # one box in kedro-viz; dataset names stay as they are
+        prefix_datasets_with_namespace=False,
     )

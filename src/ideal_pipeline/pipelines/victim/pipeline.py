@@ -30,5 +30,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "teacher_api",
                 name="publish_teacher_api",
             ),
-        ]
+        ],
+        namespace="victim",  # one box in kedro-viz; dataset names stay as they are
+        prefix_datasets_with_namespace=False,
     )

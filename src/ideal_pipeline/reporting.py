@@ -1,0 +1,283 @@
+"""One comparison report over finished runs: IDEAL and its baselines, mean, std and 95% interval over seeds.
+
+    python -m ideal_pipeline.reporting --dvc                 # every DVC experiment of this repository
+    python -m ideal_pipeline.reporting --runs RUN_DIR ...    # project copies that ran `kedro run` (no DVC)
+
+A run is one `kedro run` of the default pipeline: its parameters and its metrics
+(`data/08_reporting/evaluate/metrics.json`, `baselines_metrics.json`, `timing/<stage>.json`).
+Runs whose parameters differ only in `ideal.seed` (and thread counts) are seeds of one
+configuration. Writes `comparison.md`, `comparison.csv` (one row per configuration and method),
+`accuracy_vs_queries.png` (final accuracy against the budget, per method) and the per-stage
+wall-clock table inside the Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+METRICS = "data/08_reporting/evaluate/metrics.json"
+BASELINE_METRICS = "data/08_reporting/baselines_metrics.json"
+TIMING = "data/08_reporting/timing"
+# Parameters that do not make a different configuration: the seed is what we average over; the
+# budget cap and request size change what may be spent, not what is learned.
+NOT_CONFIGURATION = ("ideal.seed", "compute.num_threads", "ideal.teacher_access.max_queries",
+                     "ideal.teacher_access.max_batch")  # fmt: skip
+# The rows of a configuration, in order: (method, label, metrics key of the accuracy).
+IDEAL_ROWS = (
+    ("ideal", "IDEAL, final student", "student_accuracy"),
+    ("ideal", f"IDEAL, mean of the last 5 rounds", "student_accuracy_last5_mean"),
+    ("ideal", "IDEAL re-distilled (0 extra queries)", "redistilled_student_accuracy"),
+)
+VALIDATION = {"student_accuracy": "validation_accuracy", "student_accuracy_last5_mean": "validation_accuracy_last5_mean",
+              "redistilled_student_accuracy": "redistilled_validation_accuracy"}  # fmt: skip
+
+
+@dataclass
+class Run:
+    name: str
+    params: dict[str, Any]  # dotted keys
+    metrics: dict[str, Any]
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    timing: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+# ---------------------------------------------------------------------------------------------- sources
+
+
+def runs_from_dvc_json(exp_show: list[dict[str, Any]]) -> list[Run]:
+    """Runs out of `dvc exp show --json -A`: every experiment, and every commit that has metrics."""
+    runs = []
+
+    def add(name: str, data: dict[str, Any]) -> None:
+        metrics = {path: entry.get("data", {}) for path, entry in (data.get("metrics") or {}).items()}
+        if not metrics.get(METRICS):
+            return
+        params: dict[str, Any] = {}
+        for entry in (data.get("params") or {}).values():
+            params.update(flatten(entry.get("data", {})))
+        timing = {Path(p).stem: m for p, m in metrics.items() if p.startswith(TIMING + "/")}
+        runs.append(Run(name, params, metrics[METRICS], metrics.get(BASELINE_METRICS) or {}, timing))
+
+    for commit in exp_show:
+        if commit.get("rev") == "workspace":
+            continue
+        if commit.get("data"):
+            add(commit.get("name") or commit["rev"][:7], commit["data"])
+        for experiment in commit.get("experiments") or []:
+            for rev in experiment.get("revs", [])[:1]:  # the experiment's final state
+                add(experiment.get("name") or rev["rev"][:7], rev.get("data") or {})
+    return runs
+
+
+def runs_from_dvc(repo: Path) -> list[Run]:
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "show", "--json", "-A"], cwd=repo, capture_output=True, text=True
+    )
+    if done.returncode:
+        raise RuntimeError(f"`dvc exp show --json -A` failed in {repo}: {done.stderr.strip()[-500:]}")
+    return runs_from_dvc_json(json.loads(done.stdout))
+
+
+def run_from_project(project: Path, env: str | None = None) -> Run:
+    """A project copy after `kedro run`: parameters through the project's own config loader."""
+    from ideal_pipeline.pipeline_registry import parameters_from_conf
+
+    metrics_path = project / METRICS
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"{metrics_path} is missing: did `kedro run` finish in {project}?")
+    baselines = project / BASELINE_METRICS
+    timing = {p.stem: json.loads(p.read_text()) for p in (project / TIMING).glob("*.json") if p.stem != "kedro_run"}
+    return Run(
+        project.name,
+        flatten(parameters_from_conf(project, env)),
+        json.loads(metrics_path.read_text()),
+        json.loads(baselines.read_text()) if baselines.is_file() else {},
+        timing,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    """Mean, sample std and the 95% interval of the mean (Student's t) over seeds."""
+    from scipy import stats
+
+    n = len(values)
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if n > 1 else math.nan
+    half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+    return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def configuration(run: Run) -> tuple:
+    return tuple(sorted((k, json.dumps(v)) for k, v in run.params.items() if k not in NOT_CONFIGURATION))
+
+
+def describe(configs: list[tuple]) -> dict[tuple, str]:
+    """Name each configuration by the parameters that set it apart from the others."""
+    if len(configs) == 1:
+        return {configs[0]: "defaults"}
+    as_dicts = {c: dict(c) for c in configs}
+    varying = sorted({k for d in as_dicts.values() for k in d if len({json.dumps(x.get(k)) for x in as_dicts.values()}) > 1})
+    return {c: ", ".join(f"{k}={json.loads(d[k]) if k in d else None}" for k in varying) for c, d in as_dicts.items()}
+
+
+def table_rows(runs: list[Run]) -> list[dict[str, Any]]:
+    """One row per configuration and method, with the accuracy statistics over its seeds."""
+    groups: dict[tuple, list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[configuration(run)].append(run)
+    names = describe(list(groups))
+    rows = []
+    for config, seeds in groups.items():
+        entries = [(method, label, key, [r.metrics for r in seeds]) for method, label, key in IDEAL_ROWS]
+        methods = sorted({m for r in seeds for m in r.baselines})
+        entries += [(m, m.replace("_", " "), "student_accuracy", [r.baselines[m] for r in seeds if m in r.baselines])
+                    for m in methods]  # fmt: skip
+        for method, label, key, metrics in entries:
+            stats_test = summarize([m[key] for m in metrics])
+            validation = [m[VALIDATION[key]] for m in metrics if VALIDATION[key] in m]
+            rows.append({
+                "configuration": names[config],
+                "method": method,
+                "row": label,
+                "queries": metrics[0]["queries_used"],
+                "seeds": stats_test["n"],
+                "seed_list": " ".join(str(r.params.get("ideal.seed")) for r in seeds),
+                "test_mean": stats_test["mean"], "test_std": stats_test["std"],
+                "test_ci_low": stats_test["ci_low"], "test_ci_high": stats_test["ci_high"],
+                "validation_mean": statistics.fmean(validation) if validation else math.nan,
+                "smallest_class_share_min": min(m.get("smallest_class_share", math.nan) for m in metrics),
+                "teacher_accuracy_mean": statistics.fmean(r.metrics["teacher_accuracy"] for r in seeds),
+                "reference_code_queries": seeds[0].metrics.get("reference_code_queries"),
+                "dataset": seeds[0].params.get("data.source"),
+            })  # fmt: skip
+    return rows
+
+
+def timing_rows(runs: list[Run]) -> list[dict[str, Any]]:
+    """Mean seconds per step (summed over rounds) per configuration, over the runs that recorded them."""
+    groups: dict[tuple, list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[configuration(run)].append(run)
+    names = describe(list(groups))
+    rows = []
+    for config, seeds in groups.items():
+        steps = sorted({(stage, step) for r in seeds for stage, t in r.timing.items() for step in t})
+        for stage, step in steps:
+            values = [r.timing[stage][step] for r in seeds if step in r.timing.get(stage, {})]
+            rows.append({"configuration": names[config], "stage": stage, "step": step, "runs": len(values),
+                         "seconds_mean": statistics.fmean(values)})  # fmt: skip
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+
+
+def _percent(value: float) -> str:
+    return "-" if math.isnan(value) else f"{100 * value:.1f}"
+
+
+def write_markdown(path: Path, rows: list[dict], timings: list[dict], command: str) -> None:
+    lines = [
+        "# IDEAL against query-matched baselines",
+        "",
+        f"Generated by `{command}` from {len({r['seed_list'] for r in rows})} group(s) of runs. Accuracy on the test",
+        "set in %, mean ± std over seeds with the 95% interval of the mean (Student's t); the validation split",
+        "(held out of the training images) is what chooses settings. Fewer than 5 seeds: read the interval.",
+        "",
+        "| configuration | method | queries | seeds | test accuracy | 95% interval | validation | rarest class share (min) | teacher |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['configuration']} | {r['row']} | {r['queries']:,} | {r['seeds']} | {_percent(r['test_mean'])} ± "
+            f"{_percent(r['test_std'])} | [{_percent(r['test_ci_low'])}, {_percent(r['test_ci_high'])}] | "
+            f"{_percent(r['validation_mean'])} | {_percent(r['smallest_class_share_min'])} | {_percent(r['teacher_accuracy_mean'])} |"
+        )
+    reference = {r["configuration"]: r["reference_code_queries"] for r in rows if r["reference_code_queries"]}
+    if reference:
+        lines += ["", "The reference code's accounting for the same rounds (it re-labels its whole pool every round):",
+                  *[f"- {c}: {q:,} queries" for c, q in reference.items()]]  # fmt: skip
+    if timings:
+        lines += ["", "## Where the time goes (seconds per run, summed over rounds, mean over runs)", "",
+                  "| configuration | stage | step | runs | seconds |", "|---|---|---|---|---|"]  # fmt: skip
+        lines += [f"| {t['configuration']} | {t['stage']} | {t['step']} | {t['runs']} | {t['seconds_mean']:.1f} |"
+                  for t in timings]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Final accuracy against the budget, one line per method (mean and 95% interval)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4.5), dpi=110)
+    axes = figure.subplots()
+    by_row: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_row[r["row"]].append(r)
+    for label, points in by_row.items():
+        points.sort(key=lambda r: r["queries"])
+        x = [p["queries"] for p in points]
+        axes.plot(x, [100 * p["test_mean"] for p in points], marker="o", label=label)
+        low = [100 * p["test_ci_low"] for p in points]
+        if not any(math.isnan(v) for v in low):
+            axes.fill_between(x, low, [100 * p["test_ci_high"] for p in points], alpha=0.15)
+    axes.set(xlabel="teacher queries", ylabel="test accuracy (%)", ylim=(0, 100), title="Accuracy against queries")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def write_report(runs: list[Run], out_dir: Path, command: str) -> dict[str, Path]:
+    import pandas as pd
+
+    if not runs:
+        raise ValueError("no finished runs to report (no metrics found)")
+    rows, timings = table_rows(runs), timing_rows(runs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out_dir / "comparison.md", "csv": out_dir / "comparison.csv", "png": out_dir / "accuracy_vs_queries.png"}
+    pd.DataFrame(rows).to_csv(paths["csv"], index=False)
+    write_markdown(paths["md"], rows, timings, command)
+    plot(rows, paths["png"])
+    return paths
+
+
+def main(argv: list[str] | None = None) -> dict[str, Path]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dvc", nargs="?", const=".", type=Path, metavar="REPO", help="DVC experiments of REPO")
+    source.add_argument("--runs", nargs="+", type=Path, metavar="DIR", help="project copies that ran `kedro run`")
+    parser.add_argument("--env", default=None, help="Kedro environment the --runs used")
+    parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+    runs = runs_from_dvc(args.dvc) if args.dvc else [run_from_project(p, args.env) for p in args.runs]
+    command = "python -m ideal_pipeline.reporting " + " ".join(sys.argv[1:] if argv is None else argv)
+    paths = write_report(runs, args.out_dir, command)
+    print("\n".join(str(p) for p in paths.values()))
+    return paths
+
+
+if __name__ == "__main__":
+    main()

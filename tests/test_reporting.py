@@ -1,0 +1,84 @@
+"""The comparison report: runs grouped into configurations, statistics over seeds, files written."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from ideal_pipeline import reporting
+
+
+def metrics(accuracy, queries=10_000, **extra):
+    return {"student_accuracy": accuracy, "student_accuracy_last5_mean": accuracy - 0.01,
+            "redistilled_student_accuracy": accuracy + 0.01, "validation_accuracy": accuracy + 0.02,
+            "validation_accuracy_last5_mean": accuracy, "redistilled_validation_accuracy": accuracy,
+            "teacher_accuracy": 0.9, "queries_used": queries, "smallest_class_share": 0.05,
+            "reference_code_queries": 52_500, **extra}  # fmt: skip
+
+
+def experiment(name, seed, accuracy, g_steps=20, baselines=None):
+    """One entry of `dvc exp show --json -A`, as DVC 3 writes it."""
+    return {
+        "revs": [{
+            "rev": f"{seed:040d}", "name": name,
+            "data": {
+                "params": {"conf/base/parameters_ideal.yml": {"data": {"ideal": {"seed": seed, "rounds": 20,
+                                                                                  "generator": {"g_steps": g_steps}}}}},
+                "metrics": {
+                    reporting.METRICS: {"data": metrics(accuracy)},
+                    reporting.BASELINE_METRICS: {"data": baselines or {}},
+                    f"{reporting.TIMING}/ideal.json": {"data": {"ideal.train_generator": 100.0 + seed}},
+                },
+            },
+        }],
+        "name": name,
+    }  # fmt: skip
+
+
+EXP_SHOW = [
+    {"rev": "workspace", "data": {"metrics": {}}},
+    {"rev": "a" * 40, "name": "main", "data": {"params": {}, "metrics": {}}, "experiments": [
+        experiment("s0", 0, 0.60, baselines={"uniform_noise": metrics(0.12)}),
+        experiment("s1", 1, 0.62, baselines={"uniform_noise": metrics(0.14)}),
+        experiment("s2", 2, 0.64, baselines={"uniform_noise": metrics(0.10)}),
+        experiment("g10", 0, 0.50, g_steps=10),
+    ]},
+]  # fmt: skip
+
+
+def test_seeds_of_one_configuration_are_averaged_with_a_t_interval():
+    runs = reporting.runs_from_dvc_json(EXP_SHOW)
+    assert len(runs) == 4
+    rows = {(r["configuration"], r["row"]): r for r in reporting.table_rows(runs)}
+    final = rows[("ideal.generator.g_steps=20", "IDEAL, final student")]
+    assert final["seeds"] == 3 and final["test_mean"] == pytest.approx(0.62)
+    assert final["test_std"] == pytest.approx(0.02)
+    # t(0.975, 2) = 4.303: the interval is mean +- 4.303 * 0.02 / sqrt(3)
+    assert final["test_ci_high"] - final["test_mean"] == pytest.approx(4.303 * 0.02 / math.sqrt(3), rel=1e-3)
+    assert rows[("ideal.generator.g_steps=20", "uniform noise")]["test_mean"] == pytest.approx(0.12)
+    single = rows[("ideal.generator.g_steps=10", "IDEAL, final student")]
+    assert single["seeds"] == 1 and math.isnan(single["test_ci_low"])
+
+
+def test_the_report_writes_markdown_csv_and_plot(tmp_path):
+    paths = reporting.write_report(reporting.runs_from_dvc_json(EXP_SHOW), tmp_path, "the command")
+    table = pd.read_csv(paths["csv"])
+    assert set(table["method"]) == {"ideal", "uniform_noise"}
+    markdown = paths["md"].read_text()
+    assert "the command" in markdown and "| ideal.generator.g_steps=20 | IDEAL, final student | 10,000 | 3 | 62.0 ± 2.0 |" in markdown
+    assert "ideal.train_generator" in markdown  # the wall-clock table
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_nothing_to_report_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no finished runs"):
+        reporting.write_report([], tmp_path, "x")
+
+
+def test_a_project_run_is_read_through_the_config_loader(ran_project):
+    run = reporting.run_from_project(ran_project, env="test")
+    assert run.params["ideal.rounds"] == 2 and run.params["ideal.batch_size"] == 20  # conf/test over conf/base
+    assert run.metrics["queries_used"] == 80
+    assert "ideal" in run.timing and any(step.endswith("train_generator") for step in run.timing["ideal"])
+    json.dumps(run.params)
