@@ -22,6 +22,8 @@ run: setup
 	$(VENV)/bin/dvc commit --force --quiet
 
 test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest
 
 viz: setup

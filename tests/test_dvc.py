@@ -118,7 +118,8 @@ def test_kedro_run_then_dvc_commit_leaves_dvc_clean_runs_travel_and_seeds_are_ex
     # empty (the ledger is not restored from the cache), so a budget of exactly its plan suffices.
     run(project, "git", "add", "-A")
     run(project, "git", "commit", "-qm", "seed 0")
-    dvc(project, "exp", "run", "--temp", "-S", "ideal.seed=1", "-S", "ideal.teacher_access.max_queries=80")
+    ideal = "conf/base/parameters_ideal.yml"
+    dvc(project, "exp", "run", "--temp", "-S", f"{ideal}:ideal.seed=1", "-S", f"{ideal}:ideal.teacher_access.max_queries=80")
     run(project, sys.executable, "-m", "ideal_pipeline.reporting", "--dvc", "--out-dir", str(tmp_path / "report"))
     final = pd.read_csv(tmp_path / "report" / "comparison.csv").set_index("row").loc["IDEAL, final student"]
     assert final["seeds"] == 2 and final["seed_list"] == "0 1"  # the commit (seed 0) and the experiment (seed 1)
