@@ -94,6 +94,8 @@ class GeneratorParams(Section):
     entropy_weight: NonNegativeFloat
     entropy_form: Literal[ENTROPY_FORMS]  # type: ignore[valid-type]
     target_sampling: Literal[TARGET_SAMPLINGS]  # type: ignore[valid-type]
+    target_prior: PositiveFloat | Literal["auto"]
+    target_cap: Annotated[float, Field(ge=1)] | None
     augment: bool
     crop_padding: Count | Literal["auto"]
     channels_last: bool

@@ -57,10 +57,11 @@ def test_balanced_targets_need_a_batch_divisible_by_the_classes():
 
 def test_steered_targets_favour_classes_the_teacher_rarely_gives():
     counts = [1000, 1000, 0, 1000, 1000, 1000, 1000, 10, 1000, 1000]
-    targets = steered_targets(250, counts)
-    allotted = torch.bincount(targets, minlength=10)
+    allotted = torch.bincount(steered_targets(250, counts, cap=None), minlength=10)
     assert allotted.sum() == 250
     assert allotted[2] > allotted[7] > allotted[0]
+    capped = torch.bincount(steered_targets(250, counts), minlength=10)
+    assert capped[2] == capped[7] == 75 and capped[0] > allotted[0]
 
 
 def test_steered_targets_without_counts_are_balanced():
@@ -122,3 +123,20 @@ def test_crop_padding_scales_with_the_image_unless_given():
     for bad in (-1, "four", 1.5, True):
         with pytest.raises(ValueError, match="crop_padding"):
             crop_padding(bad, 28)
+
+
+def test_a_class_without_labels_gets_at_most_its_capped_share():
+    counts = [3000] * 8 + [0, 0]
+    allotted = torch.bincount(steered_targets(250, counts), minlength=10)
+    assert allotted.sum() == 250
+    assert allotted[8] == allotted[9] == 75  # 3 x the balanced 25, not most of the batch
+    assert allotted[:8].min() >= 12
+    earlier_rule = torch.bincount(steered_targets(250, counts, prior=1, cap=None), minlength=10)
+    assert earlier_rule[8] + earlier_rule[9] > 240  # what the cap prevents
+
+
+def test_the_prior_smooths_the_allotment():
+    counts = [0, 100] + [1000] * 8
+    smooth = torch.bincount(steered_targets(250, counts, cap=None), minlength=10)
+    sharp = torch.bincount(steered_targets(250, counts, prior=1, cap=None), minlength=10)
+    assert smooth[0] < sharp[0] and smooth[1] > sharp[1]

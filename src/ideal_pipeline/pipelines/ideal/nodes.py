@@ -37,7 +37,9 @@ logger = logging.getLogger(__name__)
 
 
 def _generator_settings(params: dict[str, Any]) -> generation.GeneratorSettings:
-    settings = settings_from(generation.GeneratorSettings, params, "ideal.generator", ignore=("target_sampling",))
+    settings = settings_from(
+        generation.GeneratorSettings, params, "ideal.generator", ignore=("target_sampling", "target_prior", "target_cap")
+    )
     settings.betas = tuple(settings.betas)
     return settings
 
@@ -119,7 +121,10 @@ def train_generator(
     round_index = _next_round(previous_summary)
     channels, size, _ = input_shape(teacher_api)
     student = load_student(student_params["architecture"], teacher_api, student_state)
-    targets = round_targets(params["target_sampling"], batch_size, previous_summary["class_counts"])
+    prior = None if params["target_prior"] == "auto" else params["target_prior"]
+    targets = round_targets(
+        params["target_sampling"], batch_size, previous_summary["class_counts"], prior, params["target_cap"]
+    )
     settings = _generator_settings(params)
     initial_state = None if previous_generator is None else _generator_state(previous_generator)
     result = generation.train_generator(
