@@ -75,8 +75,9 @@ class BestSnapshot:
         improved = loss < self.best_loss
         if self.on_host:
             if improved:
-                self.best_loss = loss
-                torch._foreach_copy_(list(self.state.values()), list(self.module.state_dict().values()))
+                self.best_loss = loss.clone()
+                for key, value in self.module.state_dict().items():
+                    self.state[key].copy_(value)
             return
         self.best_loss = torch.where(improved, loss, self.best_loss)
         for key, value in self.module.state_dict().items():
@@ -84,8 +85,8 @@ class BestSnapshot:
 
 
 def first_best_step(losses: list[float]) -> int:
-    """The step a strict `loss < best so far` scan keeps (the first lowest finite-or-minus-inf
-    loss); -1 when no loss is below +inf."""
+    """The step whose batch IDEAL keeps: the first with the lowest loss below +inf (NaN never
+    counts), as a `loss < best so far` scan finds it; -1 when there is none."""
     best_loss, best_step = float("inf"), -1
     for step, value in enumerate(losses):
         if value < best_loss:
