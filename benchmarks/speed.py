@@ -15,7 +15,9 @@ Stages, at the defaults of conf/base/parameters_ideal.yml and the teacher's batc
 Each figure is the median of --repeats timed runs after one warm-up; the CPU always, CUDA when
 present; fp32 always, bf16 where the timed code has a precision setting (on CUDA, where the GPU
 supports bf16). --source times another checkout's src/ with the same command (before/after);
-compare figures only within one machine and session, run back to back with nothing else heavy.
+compare figures only within one machine and session, run back to back with nothing else heavy:
+on a shared machine single runs move by tens of percent (CPU seconds are reported too).
+--scale 0.05 shrinks every stage for a smoke test.
 """
 
 from __future__ import annotations
@@ -46,8 +48,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--generator-steps", type=int, default=3, help="generator steps per timed call")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiplies each stage's image count (smoke tests)")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of {STAGES}")
     parser.add_argument("--devices", default="cpu,cuda", help="comma-separated; those present are timed")
+    parser.add_argument("--precisions", default="float32,bfloat16", help="comma-separated, of float32,bfloat16")
     parser.add_argument("--source", default=str(ROOT / "src"), help="the src/ folder whose code is timed")
     parser.add_argument("--label", default="this checkout", help="names the timed code in the summary")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/speed"), help="writes OUT.json and OUT.md")
@@ -55,30 +59,40 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def median_seconds(work, repeats: int, device: torch.device) -> float:
-    def timed() -> float:
-        started = time.perf_counter()
+def median_seconds(work, repeats: int, device: torch.device) -> tuple[float, float]:
+    """Median wall and process CPU seconds of `repeats` runs of `work` after a warm-up.
+
+    CPU seconds move less than wall seconds when other processes share the cores.
+    """
+
+    def timed() -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
         work()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        return time.perf_counter() - started
+        return time.perf_counter() - wall, time.process_time() - cpu
 
     timed()  # warm-up
-    return statistics.median(timed() for _ in range(repeats))
+    runs = [timed() for _ in range(repeats)]
+    return statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs)
 
 
-def precisions(fn, device: torch.device) -> list[torch.dtype]:
-    """fp32, and bf16 where `fn` takes a precision (older code does not) and the device has bf16."""
+def precisions(fn, device: torch.device, wanted: str) -> list[torch.dtype]:
+    """Of `wanted`: fp32, and bf16 where `fn` takes a precision (older code does not) and the device has bf16."""
     found = [torch.float32]
-    if "precision" in inspect.signature(fn).parameters:
-        if device.type == "cpu" or torch.cuda.is_bf16_supported(including_emulation=False):
-            found.append(torch.bfloat16)
-    return found
+    takes_precision = "precision" in inspect.signature(fn).parameters
+    if takes_precision and (device.type == "cpu" or torch.cuda.is_bf16_supported(including_emulation=False)):
+        found.append(torch.bfloat16)
+    return [p for p in found if str(p).removeprefix("torch.") in wanted.split(",")]
 
 
 def with_precision(fn, precision: torch.dtype, *args):
     """`fn(*args)`, passing `precision` only when it is not fp32 (so older code runs unchanged)."""
     return functools.partial(fn, *args, **({} if precision == torch.float32 else {"precision": precision}))
+
+
+def scaled(count: int, args: argparse.Namespace) -> int:
+    return max(1, round(count * args.scale))
 
 
 def uint8_pool(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,10 +101,21 @@ def uint8_pool(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.randint(0, 10, (n,), generator=rng)
 
 
-def result_row(stage: str, device: torch.device, precision: torch.dtype, value: float, unit: str, setting: str):
+def result_row(stage, device, precision, work: float, seconds: tuple[float, float], unit: str, setting: str):
+    """`work` units done in (wall, CPU) `seconds`: `value` is per wall second, `value_per_cpu_s` per CPU second."""
+    wall, cpu = seconds
     precision_name = str(precision).removeprefix("torch.")
-    return {"stage": stage, "device": device.type, "precision": precision_name, "value": value, "unit": unit,
-            "setting": setting}
+    return {
+        "stage": stage,
+        "device": device.type,
+        "precision": precision_name,
+        "value": work / wall,
+        "value_per_cpu_s": work / cpu if cpu > 0 else None,
+        "unit": unit,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "setting": setting,
+    }
 
 
 def time_generation(device, args, params) -> list[dict]:
@@ -103,13 +128,13 @@ def time_generation(device, args, params) -> list[dict]:
     architecture, batch = params["student"]["architecture"], params["batch_size"]
     setting = f"B {batch}, ngf {settings.ngf}, {architecture} student, channels_last {settings.channels_last}"
     rows = []
-    for precision in precisions(train_generator, device):
+    for precision in precisions(train_generator, device, args.precisions):
         torch.manual_seed(0)
         student = build_classifier(architecture, 1, 10, 28)
         targets = balanced_targets(batch, 10)
         run = with_precision(train_generator, precision, student, targets, settings, 28, 1, 0, device)
         seconds = median_seconds(run, args.repeats, device)
-        rows.append(result_row("generation", device, precision, settings.g_steps / seconds, "steps/s", setting))
+        rows.append(result_row("generation", device, precision, settings.g_steps, seconds, "steps/s", setting))
     return rows
 
 
@@ -117,15 +142,17 @@ def time_distillation(device, args, params) -> list[dict]:
     from ideal_pipeline.ideal.distillation import DistillSettings, distill
     from ideal_pipeline.models.classifiers import build_classifier
 
-    images, labels = uint8_pool(DISTILL_POOL)
+    n = scaled(DISTILL_POOL, args)
+    images, labels = uint8_pool(n)
     settings = DistillSettings(**params["distill"])
-    setting = f"{DISTILL_POOL} images, batch {settings.batch_size}, {params['student']['architecture']} student"
+    setting = f"{n} images, batch {settings.batch_size}, {params['student']['architecture']} student"
     rows = []
-    for precision in precisions(distill, device):
+    for precision in precisions(distill, device, args.precisions):
         student = build_classifier(params["student"]["architecture"], 1, 10, 28)
-        seconds = median_seconds(with_precision(distill, precision, student, images, labels, settings, 0, device),
-                                 args.repeats, device)
-        rows.append(result_row("distillation", device, precision, DISTILL_POOL / seconds, "samples/s", setting))
+        seconds = median_seconds(
+            with_precision(distill, precision, student, images, labels, settings, 0, device), args.repeats, device
+        )
+        rows.append(result_row("distillation", device, precision, n, seconds, "samples/s", setting))
     return rows
 
 
@@ -133,14 +160,15 @@ def time_victim_training(device, args, params) -> list[dict]:
     from ideal_pipeline.models.classifiers import build_classifier
     from ideal_pipeline.models.training import train_classifier
 
-    images, labels = uint8_pool(VICTIM_IMAGES)
+    n = scaled(VICTIM_IMAGES, args)
+    images, labels = uint8_pool(n)
     rows = []
-    for precision in precisions(train_classifier, device):
+    for precision in precisions(train_classifier, device, args.precisions):
         model = build_classifier("convnet", 1, 10, 28)
         run = with_precision(train_classifier, precision, model, images, labels, 1, VICTIM_BATCH, 3e-3, 1e-4, 0, device)
         seconds = median_seconds(run, args.repeats, device)
-        setting = f"convnet, batch {VICTIM_BATCH}, {VICTIM_IMAGES} images"
-        rows.append(result_row("victim_training", device, precision, VICTIM_IMAGES / seconds, "samples/s", setting))
+        setting = f"convnet, batch {VICTIM_BATCH}, {n} images"
+        rows.append(result_row("victim_training", device, precision, n, seconds, "samples/s", setting))
     return rows
 
 
@@ -150,7 +178,8 @@ def time_labelling(device, args, params) -> list[dict]:
     from ideal_pipeline.teacher.ledger import QueryLedger
     from ideal_pipeline.teacher.local import LocalModelTeacher, save_model_file
 
-    images, _ = uint8_pool(LABELLED)
+    n = scaled(LABELLED, args)
+    images, _ = uint8_pool(n)
     with tempfile.TemporaryDirectory() as tmp:
         example = torch.rand(2, 1, 28, 28)
         save_model_file(build_classifier("convnet", 1, 10, 28).eval(), Path(tmp) / "teacher.pt2", example)
@@ -162,19 +191,20 @@ def time_labelling(device, args, params) -> list[dict]:
             AccountedTeacher(teacher, ledger, 10**9).label(images)
 
         seconds = median_seconds(label_fresh, args.repeats, device)
-    setting = f"{LABELLED} images, convnet teacher (.pt2), fresh SQLite ledger"
-    return [result_row("labelling", device, torch.float32, LABELLED / seconds, "samples/s", setting)]
+    setting = f"{n} images, convnet teacher (.pt2), fresh SQLite ledger"
+    return [result_row("labelling", device, torch.float32, n, seconds, "samples/s", setting)]
 
 
 def time_prediction(device, args, params) -> list[dict]:
     from ideal_pipeline.ideal.distillation import predict
     from ideal_pipeline.models.classifiers import build_classifier
 
-    images, _ = uint8_pool(PREDICTED)
+    n = scaled(PREDICTED, args)
+    images, _ = uint8_pool(n)
     model = build_classifier(params["student"]["architecture"], 1, 10, 28)
     seconds = median_seconds(functools.partial(predict, model, images, device), args.repeats, device)
-    setting = f"{PREDICTED} images, {params['student']['architecture']}, batch 1000"
-    return [result_row("prediction", device, torch.float32, PREDICTED / seconds, "samples/s", setting)]
+    setting = f"{n} images, {params['student']['architecture']}, batch 1000"
+    return [result_row("prediction", device, torch.float32, n, seconds, "samples/s", setting)]
 
 
 def machine() -> dict:
@@ -197,17 +227,21 @@ def markdown(result: dict) -> str:
     lines = [
         f"# Stage throughput: {result['label']}",
         "",
-        f"{m['cpu']}, {m['cpu_cores_usable']} usable cores, "
-        f"bf16 instructions: {', '.join(m['cpu_bf16_flags']) or 'none'}; "
-        f"GPU: {m['gpu'] or 'none'}; torch {m['torch']}; {result['threads']} torch threads; "
-        f"median of {result['repeats']} runs; peak memory {result['peak_rss_mb']:.0f} MB.",
+        (
+            f"{m['cpu']}, {m['cpu_cores_usable']} usable cores, "
+            f"bf16 instructions: {', '.join(m['cpu_bf16_flags']) or 'none'}; "
+            f"GPU: {m['gpu'] or 'none'}; torch {m['torch']}; {result['threads']} torch threads; "
+            f"median of {result['repeats']} runs; peak memory {result['peak_rss_mb']:.0f} MB."
+        ),
         "",
-        "| stage | device | precision | throughput | setting |",
-        "|---|---|---|---|---|",
+        f"`{result['command']}`",
+        "",
+        "| stage | device | precision | throughput (wall) | per process CPU second | setting |",
+        "|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
-        figure = f"{r['value']:.3g} {r['unit']}"
-        lines.append(f"| {r['stage']} | {r['device']} | {r['precision']} | {figure} | {r['setting']} |")
+        figure, per_cpu = f"{r['value']:.3g} {r['unit']}", f"{r['value_per_cpu_s'] or 0:.3g}"
+        lines.append(f"| {r['stage']} | {r['device']} | {r['precision']} | {figure} | {per_cpu} | {r['setting']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -216,22 +250,30 @@ def row_key(r: dict) -> tuple[str, str, str]:
 
 
 def comparison(before: dict, after: dict) -> str:
+    """Before/after per stage, per wall second and per process CPU second (steadier on a shared machine)."""
     earlier = {row_key(r): r for r in before["rows"]}
     lines = [
         f"# Stage throughput: {before['label']} -> {after['label']}",
         "",
-        f"{after['machine']['cpu']}, GPU: {after['machine']['gpu'] or 'none'}, {after['threads']} torch threads "
-        f"(before: {before['threads']}).",
+        (
+            f"{after['machine']['cpu']}, GPU: {after['machine']['gpu'] or 'none'}, {after['threads']} torch threads "
+            f"(before: {before['threads']}); median of {after['repeats']} runs each. On a shared machine one"
+            " run of each moves by tens of percent: compare with a stage whose code did not change."
+        ),
         "",
-        "| stage | device | precision | before | after | after / before |",
-        "|---|---|---|---|---|---|",
+        "| stage | device | precision | before | after | after / before (wall) | (per CPU second) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in after["rows"]:
         old = earlier.get(row_key(r))
-        was = f"{old['value']:.3g}" if old else "n/a"
-        ratio = f"{r['value'] / old['value']:.2f}x" if old else ""
+        was, wall_ratio, cpu_ratio = "n/a", "", ""
+        if old:
+            was, wall_ratio = f"{old['value']:.3g}", f"{r['value'] / old['value']:.2f}x"
+            if r.get("value_per_cpu_s") and old.get("value_per_cpu_s"):
+                cpu_ratio = f"{r['value_per_cpu_s'] / old['value_per_cpu_s']:.2f}x"
         now = f"{r['value']:.3g} {r['unit']}"
-        lines.append(f"| {r['stage']} | {r['device']} | {r['precision']} | {was} | {now} | {ratio} |")
+        cells = [r["stage"], r["device"], r["precision"], was, now, wall_ratio, cpu_ratio]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -257,12 +299,13 @@ def main() -> None:
     devices = [torch.device(d) for d in args.devices.split(",") if d == "cpu" or torch.cuda.is_available()]
     rows = []
     for device in devices:
-        for name, timer in timers.items():
+        for timer in timers.values():
             for timed in timer(device, args, params):
                 print(timed, flush=True)
                 rows.append(timed)
     result = {
         "label": args.label,
+        "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]),
         "source": str(Path(sys.modules["ideal_pipeline"].__file__).parents[1]),
         "machine": machine(),
         "threads": torch.get_num_threads(),

@@ -120,7 +120,7 @@ def check_precision(precision: str | torch.dtype, device: torch.device | str = "
     if isinstance(precision, str):
         return resolve_precision(precision, device)
     if precision not in (torch.float32, torch.bfloat16):
-        raise ValueError(f"precision must be torch.float32 or torch.bfloat16 (or one of {PRECISIONS}), got {precision!r}")
+        raise ValueError(f"precision must be torch.float32, torch.bfloat16 or one of {PRECISIONS}, got {precision!r}")
     return precision
 
 

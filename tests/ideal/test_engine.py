@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 
@@ -52,7 +53,8 @@ def host_reads(work) -> int:
 
 def pool(n):
     rng = torch.Generator().manual_seed(0)
-    return torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=rng), torch.randint(0, 10, (n,), generator=rng)
+    images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=rng)
+    return images, torch.randint(0, 10, (n,), generator=rng)
 
 
 def seeded(cls, seed=0):
@@ -73,9 +75,9 @@ TINY = GeneratorSettings(nz=16, ngf=8, g_steps=2)
 
 def test_distillation_reads_the_device_once_per_epoch_not_per_batch():
     images, labels = pool(120)
-    settings = dict(epochs=2, lr=0.01)
-    few = host_reads(lambda: distill(LeNet(), images[:20], labels[:20], DistillSettings(batch_size=10, **settings), 0, CPU))
-    many = host_reads(lambda: distill(LeNet(), images, labels, DistillSettings(batch_size=10, **settings), 0, CPU))
+    settings = DistillSettings(batch_size=10, epochs=2)
+    few = host_reads(lambda: distill(LeNet(), images[:20], labels[:20], settings, 0, CPU))
+    many = host_reads(lambda: distill(LeNet(), images, labels, settings, 0, CPU))
     assert few == many <= 2
 
 
@@ -99,7 +101,8 @@ def test_generator_steps_read_the_device_once_per_call(monkeypatch):
     reads = {}
     for steps in (2, 6):
         settings = GeneratorSettings(nz=16, ngf=8, g_steps=steps)
-        reads[steps] = host_reads(lambda: train_generator(LeNet(), balanced_targets(20, 10), settings, 28, 1, 0, CPU))
+        run = functools.partial(train_generator, LeNet(), balanced_targets(20, 10), settings, 28, 1, 0, CPU)
+        reads[steps] = host_reads(run)
     assert reads[2] == reads[6]
 
 
@@ -153,7 +156,8 @@ def test_bf16_generator_runs_close_to_fp32_and_stores_uint8_images():
     settings = GeneratorSettings(nz=16, ngf=8, g_steps=3)
     runs = {}
     for precision in (torch.float32, torch.bfloat16):
-        result = train_generator(seeded(LeNet, 1), balanced_targets(20, 10), settings, 28, 1, 2, CPU, precision=precision)
+        student, targets = seeded(LeNet, 1), balanced_targets(20, 10)
+        result = train_generator(student, targets, settings, 28, 1, 2, CPU, precision=precision)
         images = quantize(generate_images(result.state_dict, result.noise, settings, 28, 1, CPU, precision=precision))
         runs[precision] = result, images
     (fp32, fp32_images), (bf16, bf16_images) = runs[torch.float32], runs[torch.bfloat16]

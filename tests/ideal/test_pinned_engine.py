@@ -35,22 +35,32 @@ GENERATOR_CASES = {
 RECORDED_GENERATOR = {
     "channels_last": {
         "losses": [-9.208612442016602, -9.20550537109375, -9.210494041442871, -9.203155517578125, -9.20556640625],
-        "best_step": 2, "state": "9b0e17d2a439e629", "images": "d99cec129386162c",
+        "best_step": 2,
+        "state": "9b0e17d2a439e629",
+        "images": "d99cec129386162c",
     },
     "contiguous": {
         "losses": [-9.208611488342285, -9.20550537109375, -9.210493087768555, -9.203155517578125, -9.20556640625],
-        "best_step": 2, "state": "fcf253d2b0f4f23f", "images": "d99cec129386162c",
+        "best_step": 2,
+        "state": "fcf253d2b0f4f23f",
+        "images": "d99cec129386162c",
     },
     "no_augment": {
         "losses": [-9.204872131347656, -9.211074829101562, -9.217220306396484, -9.224050521850586, -9.23190689086914],
-        "best_step": 4, "state": "d5758e9eb758c6e9", "images": "62b2d9dafcc45b20",
+        "best_step": 4,
+        "state": "d5758e9eb758c6e9",
+        "images": "62b2d9dafcc45b20",
     },
 }
 RECORDED_DISTILL = {
-    "losses": [3.7965472766331265, 6.339070865086147], "state": "318ac44af6094f09", "predictions": "51c0ad895364299e",
+    "losses": [3.7965472766331265, 6.339070865086147],
+    "state": "318ac44af6094f09",
+    "predictions": "51c0ad895364299e",
 }
 RECORDED_VICTIM = {
-    "losses": [3.1049726690564836, 3.1141001769474577], "state": "d695be24b47f45d7", "predictions": "480ee6d3aded621d",
+    "losses": [3.1049726690564836, 3.1141001769474577],
+    "state": "d695be24b47f45d7",
+    "predictions": "480ee6d3aded621d",
 }
 
 

@@ -41,8 +41,8 @@ def train_classifier(
     for epoch in range(epochs):
         order = torch.randperm(len(images), generator=rng).to(device)
         meter = LossMeter(device)
-        bar = tqdm(range(0, len(order), batch_size), desc=f"teacher epoch {epoch + 1}/{epochs}", leave=False, mininterval=2.0)
-        for start in bar:
+        batches = range(0, len(order), batch_size)
+        for start in tqdm(batches, desc=f"teacher epoch {epoch + 1}/{epochs}", leave=False, mininterval=2.0):
             index = order[start : start + batch_size]
             with autocast(device, precision):
                 loss = F.cross_entropy(model(to_float(images[index])), labels[index])
