@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ideal_pipeline.ideal.augment import random_crop_flip
+from ideal_pipeline.ideal.augment import apply_crop_flip, draw_crop_flips
 from ideal_pipeline.ideal.losses import generator_loss
 from ideal_pipeline.models.generator import Generator
+from ideal_pipeline.runtime import autocast, check_precision
 
 
 @dataclass
@@ -53,6 +53,47 @@ def _to_format(module_or_tensor, channels_last: bool):
     return module_or_tensor.to(memory_format=torch.channels_last) if channels_last else module_or_tensor
 
 
+class BestSnapshot:
+    """The module's weights and buffers at the lowest loss offered so far.
+
+    On an accelerator `offer` compares and copies on the device (torch.where), so no step waits
+    for the host. On the CPU there is nothing to wait for: the loss is read and the weights are
+    copied only when it improved (a masked copy of every tensor at every step costs more).
+    A loss that is NaN or not below the best so far keeps the earlier snapshot, as a Python
+    `value < best` comparison does.
+    """
+
+    def __init__(self, module: nn.Module, device: torch.device):
+        self.module = module
+        self.on_host = device.type == "cpu"
+        self.state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        self.best_loss = torch.full((), float("inf"), device=device)
+
+    @torch.no_grad()
+    def offer(self, loss: torch.Tensor) -> None:
+        loss = loss.detach().float()
+        improved = loss < self.best_loss
+        if self.on_host:
+            if improved:
+                self.best_loss = loss.clone()
+                for key, value in self.module.state_dict().items():
+                    self.state[key].copy_(value)
+            return
+        self.best_loss = torch.where(improved, loss, self.best_loss)
+        for key, value in self.module.state_dict().items():
+            torch.where(improved, value, self.state[key], out=self.state[key])
+
+
+def first_best_step(losses: list[float]) -> int:
+    """The step whose batch IDEAL keeps: the first with the lowest loss below +inf (NaN never
+    counts), as a `loss < best so far` scan finds it; -1 when there is none."""
+    best_loss, best_step = float("inf"), -1
+    for step, value in enumerate(losses):
+        if value < best_loss:
+            best_loss, best_step = value, step
+    return best_step
+
+
 def train_generator(
     student: nn.Module,
     targets: torch.Tensor,
@@ -62,14 +103,22 @@ def train_generator(
     seed: int,
     device: torch.device,
     initial_state: dict[str, torch.Tensor] | None = None,
+    *,
+    precision: torch.dtype | str = torch.float32,
 ) -> GeneratorResult:
     """Train a generator so the frozen student labels its images as `targets`.
 
     The generator starts freshly initialised (IDEAL) or from `initial_state` (an earlier round's
     kept weights); its Adam state and noise are new either way.
     Returns the weights at the step whose batch had the lowest loss (the batch IDEAL keeps).
+    `precision` (torch.float32 or torch.bfloat16, or a setting of `runtime.resolve_precision`)
+    is the autocast of the forward passes; `generate_images` must re-run the kept generator in
+    the same precision to give back the batch that was scored.
     """
     padding = crop_padding(settings.crop_padding, image_size)
+    precision = check_precision(precision, device)
+    if isinstance(settings.g_steps, bool) or not isinstance(settings.g_steps, int) or settings.g_steps < 1:
+        raise ValueError(f"ideal.generator.g_steps must be an integer >= 1, got {settings.g_steps!r}")
     torch.manual_seed(seed)
     rng = torch.Generator().manual_seed(seed)
     generator = Generator(settings.nz, settings.ngf, image_size, channels)
@@ -82,24 +131,28 @@ def train_generator(
         parameter.requires_grad_(False)
     optimizer = torch.optim.Adam(generator.parameters(), lr=settings.lr, betas=tuple(settings.betas))
     noise = torch.randn(len(targets), settings.nz, generator=rng)
+    crops = draw_crop_flips(settings.g_steps, len(targets), padding, rng).to(device) if settings.augment else None
     z, y = noise.to(device), targets.to(device)
 
-    best_loss, best_step, best_state, losses = float("inf"), -1, None, []
+    losses = torch.empty(settings.g_steps, device=device)
+    best = BestSnapshot(generator, device)
     for step in range(settings.g_steps):
-        images = generator(z)
-        views = random_crop_flip(images, padding, generator=rng) if settings.augment else images
-        loss = generator_loss(student(views), y, settings.entropy_weight, settings.entropy_form)
-        value = loss.item()
-        losses.append(value)
-        if value < best_loss:
-            # The weights *before* this step's update produced the batch being scored.
-            best_loss, best_step = value, step
-            best_state = copy.deepcopy(generator.state_dict())
+        with autocast(device, precision):
+            images = generator(z)
+            views = apply_crop_flip(images, crops[step]) if settings.augment else images
+            loss = generator_loss(student(views), y, settings.entropy_weight, settings.entropy_form)
+        losses[step] = loss.detach()
+        # The weights *before* this step's update produced the batch being scored.
+        best.offer(losses[step])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    state = {k: v.detach().cpu().contiguous() for k, v in best_state.items()}
-    return GeneratorResult(state, noise, targets.clone(), losses, best_step)
+    loss_values = losses.tolist()
+    best_step = first_best_step(loss_values)
+    if best_step < 0:
+        raise ValueError(f"the generator's loss was never finite in {settings.g_steps} steps: {loss_values}")
+    state = {k: v.detach().cpu().contiguous() for k, v in best.state.items()}
+    return GeneratorResult(state, noise, targets.clone(), loss_values, best_step)
 
 
 @torch.no_grad()
@@ -110,15 +163,21 @@ def generate_images(
     image_size: int,
     channels: int,
     device: torch.device,
+    *,
+    precision: torch.dtype | str = torch.float32,
 ) -> torch.Tensor:
-    """Re-run a kept generator on its noise: (B, C, H, W) float in [0, 1].
+    """Re-run a kept generator on its noise: (B, C, H, W) float32 in [0, 1].
 
-    BatchNorm stays in training mode, as when the batch was scored, so the same batch comes out.
+    BatchNorm stays in training mode, as when the batch was scored, so the same batch comes out;
+    give the `precision` the generator was trained in for the same reason.
     """
+    precision = check_precision(precision, device)
     generator = Generator(settings.nz, settings.ngf, image_size, channels)
     generator.load_state_dict(generator_state)
     generator = _to_format(generator, settings.channels_last).to(device).train()
-    return generator(noise.to(device)).float().cpu().contiguous()
+    with autocast(device, precision):
+        images = generator(noise.to(device))
+    return images.float().cpu().contiguous()
 
 
 def quantize(images: torch.Tensor) -> torch.Tensor:
