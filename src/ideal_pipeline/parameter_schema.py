@@ -24,6 +24,7 @@ from ideal_pipeline.pipelines.data.nodes import SOURCES
 from ideal_pipeline.pipelines.ideal.pipeline import BASELINES
 from ideal_pipeline.pipelines.redistill.nodes import INITS
 from ideal_pipeline.realdata import TORCHVISION_DATASETS
+from ideal_pipeline.runtime import PRECISIONS
 from ideal_pipeline.teacher.connect import TEACHER_KINDS
 
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -60,7 +61,8 @@ class DataParams(Section):
 
 class ComputeParams(Section):
     device: Device
-    num_threads: Count = 0
+    num_threads: Count | Literal["auto"]
+    precision: Literal[PRECISIONS]  # type: ignore[valid-type]
 
 
 class VictimParams(Section):

@@ -214,3 +214,10 @@ def settings_from(cls, values: dict[str, Any], section: str, ignore: tuple[str, 
 def round_seed(seed: int, round_index: int) -> int:
     """The seed of one round of a run: distinct per round and per run seed, the same on every rerun."""
     return seed * 100_003 + round_index
+
+
+def use_compute(compute: dict[str, Any]) -> tuple[torch.device, torch.dtype]:
+    """Apply `params:compute` in a node: sets the threads; returns the device and the precision."""
+    device = resolve_device(compute["device"])
+    set_threads(compute["num_threads"], device)
+    return device, resolve_precision(compute["precision"], device)

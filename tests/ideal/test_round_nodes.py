@@ -12,7 +12,7 @@ from ideal_pipeline.pipelines.ideal.pipeline import create_method_pipeline, crea
 from tests.conftest import REPO
 
 API = {"input_shape": [1, 28, 28], "num_classes": 10}
-COMPUTE = {"device": "cpu", "num_threads": 0}
+COMPUTE = {"device": "cpu", "num_threads": 0, "precision": "fp32"}
 
 
 def tiny_params(**generator):

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from ideal_pipeline.datasets.labelled_pool_dataset import LabelledPool
 from ideal_pipeline.ideal.distillation import predict
-from ideal_pipeline.runtime import load_student, resolve_device
+from ideal_pipeline.runtime import load_student, use_compute
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def score_students(
     compute: dict[str, Any],
 ) -> pd.DataFrame:
     """Per round: queries, validation and test accuracy, agreement with the teacher, class coverage."""
-    device = resolve_device(compute["device"])
+    device, _ = use_compute(compute)
     summaries = dict(_by_round(pool_summaries, final_summary["round"]))
     rows = []
     for round_index, load in _by_round(round_students, final_summary["round"]):
@@ -110,7 +110,7 @@ def summarize_metrics(
     compute: dict[str, Any],
 ) -> dict[str, Any]:
     """Headline metrics for `dvc metrics show`: the *final* students, never a best-on-test pick."""
-    device = resolve_device(compute["device"])
+    device, _ = use_compute(compute)
     redistilled = load_student(student_params["architecture"], teacher_api, redistilled_student)
     redistilled_test = predict(redistilled, real_test["images"], device)
     rounds = int(final_summary["round"])

@@ -23,9 +23,8 @@ from ideal_pipeline.runtime import (
     build_student,
     input_shape,
     load_student,
-    resolve_device,
     round_seed,
-    set_threads,
+    use_compute,
     settings_from,
     state_to_tensors,
 )
@@ -117,7 +116,7 @@ def train_generator(
     Fresh each round (IDEAL), or, with `generator.reinitialize: false`, continued from the
     previous round's kept generator (an ablation).
     """
-    set_threads(compute["num_threads"])
+    device, precision = use_compute(compute)
     round_index = _next_round(previous_summary)
     channels, size, _ = input_shape(teacher_api)
     student = load_student(student_params["architecture"], teacher_api, student_state)
@@ -129,7 +128,7 @@ def train_generator(
     initial_state = None if previous_generator is None else _generator_state(previous_generator)
     result = generation.train_generator(
         student, targets, settings, size, channels,
-        seed=round_seed(seed, round_index), device=resolve_device(compute["device"]), initial_state=initial_state,
+        seed=round_seed(seed, round_index), device=device, initial_state=initial_state, precision=precision,
     )  # fmt: skip
     log = {
         "round": round_index,
@@ -173,9 +172,10 @@ def materialize_synthetic(
 ) -> torch.Tensor:
     """The round's synthetic samples as stored uint8 images (N, C, H, W), mirrors after the originals."""
     channels, size, _ = input_shape(teacher_api)
+    device, precision = use_compute(compute)
     images = generation.generate_images(
-        _generator_state(generator), generator["noise"], _generator_settings(params), size, channels,
-        resolve_device(compute["device"]),
+        _generator_state(generator), generator["noise"], _generator_settings(params), size, channels, device,
+        precision=precision,
     )  # fmt: skip
     return _with_mirrors(generation.quantize(images), label_mirrors)
 
@@ -274,7 +274,7 @@ def distill_student(
     The earlier rounds' samples come from the pool (read once per process); this round's are
     the node's own inputs.
     """
-    set_threads(compute["num_threads"])
+    device, precision = use_compute(compute)
     round_index = _next_round(previous_summary)
     earlier_images, earlier_labels = labelled_pool.load(round_index - 1)
     if len(earlier_labels) != previous_summary["pool_size"]:
@@ -288,7 +288,7 @@ def distill_student(
     started = time.perf_counter()
     losses = distill(
         student, images, labels, settings_from(DistillSettings, params, "ideal.distill"),
-        seed=round_seed(seed, round_index), device=resolve_device(compute["device"]),
+        seed=round_seed(seed, round_index), device=device, precision=precision,
     )  # fmt: skip
     counts = torch.tensor(previous_summary["class_counts"]) + torch.bincount(
         teacher_labels, minlength=len(previous_summary["class_counts"])

@@ -10,7 +10,7 @@ import torch
 
 from ideal_pipeline.datasets.labelled_pool_dataset import LabelledPool
 from ideal_pipeline.ideal.distillation import DistillSettings, distill
-from ideal_pipeline.runtime import build_student, load_student, resolve_device, set_threads, settings_from, state_to_tensors
+from ideal_pipeline.runtime import build_student, load_student, settings_from, state_to_tensors, use_compute
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def redistill_student(
     compute: dict[str, Any],
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Several epochs on the whole pool, from the round-by-round student or from scratch."""
-    set_threads(compute["num_threads"])
+    device, precision = use_compute(compute)
     architecture = student_params["architecture"]
     torch.manual_seed(params["seed"])
     if params["init"] == "final_student":
@@ -40,7 +40,7 @@ def redistill_student(
     started = time.perf_counter()
     losses = distill(
         student, images, labels, settings_from(DistillSettings, params["distill"], "redistill.distill"),
-        seed=params["seed"], device=resolve_device(compute["device"]),
+        seed=params["seed"], device=device, precision=precision,
     )  # fmt: skip
     seconds = time.perf_counter() - started
     logger.info("re-distilled on %d pooled samples, %d epochs, 0 queries, %.0f s", len(labels), len(losses), seconds)

@@ -12,7 +12,7 @@ from torch import nn
 from ideal_pipeline.ideal.distillation import predict
 from ideal_pipeline.models.classifiers import build_classifier
 from ideal_pipeline.models.training import train_classifier
-from ideal_pipeline.runtime import resolve_device, set_threads
+from ideal_pipeline.runtime import use_compute
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ def train_victim_teacher(
     real_train: dict[str, torch.Tensor], params: dict[str, Any], compute: dict[str, Any]
 ) -> tuple[tuple[nn.Module, torch.Tensor], dict]:
     """Train the victim on real data; returns (model, example input), saved as safetensors weights + architecture."""
-    set_threads(compute["num_threads"])
+    device, precision = use_compute(compute)
     images, labels = real_train["images"], real_train["labels"]
     channels, size = images.shape[1], images.shape[2]
     torch.manual_seed(params["seed"])  # the initial weights too: not whatever earlier nodes left in the global RNG
@@ -29,7 +29,7 @@ def train_victim_teacher(
     started = time.perf_counter()
     losses = train_classifier(
         model, images, labels, params["epochs"], params["batch_size"], params["lr"],
-        params["weight_decay"], params["seed"], resolve_device(compute["device"]),
+        params["weight_decay"], params["seed"], device, precision=precision,
     )  # fmt: skip
     seconds = time.perf_counter() - started
     logger.info("victim teacher trained: %d epochs in %.0f s, final loss %.4f", params["epochs"], seconds, losses[-1])
