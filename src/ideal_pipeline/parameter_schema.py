@@ -102,6 +102,7 @@ class GeneratorParams(Section):
     crop_padding: Count | Literal["auto"]
     channels_last: bool
     reinitialize: bool
+    stop_at_hit_rate: Annotated[float, Field(gt=0, le=1)] | None = None
 
 
 class DistillParams(Section):
@@ -110,6 +111,8 @@ class DistillParams(Section):
     momentum: Annotated[float, Field(ge=0, le=1)]
     weight_decay: NonNegativeFloat
     epochs: PositiveInt
+    keep_optimizer: bool = False
+    logit_adjustment: NonNegativeFloat = 0.0
 
 
 class HttpTransportParams(Section):

@@ -196,9 +196,13 @@ def state_to_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
 
+# A student artifact may also hold its optimiser's momentum (keys `momentum.<parameter>`).
+MOMENTUM_PREFIX = "momentum."
+
+
 def load_student(architecture: str, api_card: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
     student = build_student(architecture, api_card)
-    student.load_state_dict(state)
+    student.load_state_dict({k: v for k, v in state.items() if not k.startswith(MOMENTUM_PREFIX)})
     return student
 
 

@@ -77,7 +77,11 @@ def test_per_sample_entropy_is_lowest_for_uncertain_samples():
     confident = torch.tensor([[10.0, 0.0, 0.0], [0.0, 10.0, 0.0]])
     uncertain = torch.zeros(2, 3)
     assert entropy_term(uncertain, "per_sample") < entropy_term(confident, "per_sample")
-    assert entropy_term(uncertain, "per_sample").item() == pytest.approx(-torch.log(torch.tensor(3.0)).item())
+    # The reference code's (p * log p).mean(): over samples and classes, so -log(3) / 3 for 3 classes.
+    assert entropy_term(uncertain, "per_sample").item() == pytest.approx(-torch.log(torch.tensor(3.0)).item() / 3)
+    assert entropy_term(uncertain, "per_sample_sum").item() == pytest.approx(-torch.log(torch.tensor(3.0)).item())
+    logits = torch.randn(7, 10)
+    assert entropy_term(logits, "per_sample_sum").item() == pytest.approx(10 * entropy_term(logits, "per_sample").item())
 
 
 def test_batch_balance_entropy_rewards_using_all_classes():

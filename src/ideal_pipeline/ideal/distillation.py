@@ -19,6 +19,12 @@ class DistillSettings:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     epochs: int = 1
+    # Carry SGD's momentum from round to round, as the reference code's one optimiser for the whole
+    # run does (issue #13); false restarts it every round.
+    keep_optimizer: bool = False
+    # Logit adjustment (Menon et al., 2021): train on logits + tau * log(class frequency in the pool),
+    # predict with the plain logits, so classes the teacher rarely gave are not drowned out. 0 = off.
+    logit_adjustment: float = 0.0
 
 
 def distill(
@@ -31,12 +37,15 @@ def distill(
     progress=None,
     *,
     precision: torch.dtype | str = torch.float32,
+    momentum: dict[str, torch.Tensor] | None = None,
 ) -> list[float]:
     """Train `student` in place on (uint8 images (N, C, H, W), int64 labels (N,)).
 
     No flips or crops: a transformed image is a new image whose label was never paid for.
     The pool moves to `device` once as uint8 and each batch is converted there; `precision`
     is the forward pass's autocast (torch.float32 or torch.bfloat16, or a setting string).
+    `momentum` ({parameter name: SGD momentum buffer}, CPU tensors) continues an earlier optimiser
+    instead of starting a fresh one, and is updated in place with the buffers it ends with.
     Returns the mean loss of each epoch (read from the device once per epoch).
     """
     if len(images) != len(labels):
@@ -44,10 +53,13 @@ def distill(
     precision = check_precision(precision, device)
     rng = torch.Generator().manual_seed(seed)
     student.to(device).train()
-    optimizer = torch.optim.SGD(
-        student.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
-    )
+    optimizer = sgd(student, settings)
+    if momentum:
+        for name, parameter in student.named_parameters():
+            if name in momentum:
+                optimizer.state[parameter]["momentum_buffer"] = momentum[name].to(device).clone()
     images, labels = images.to(device), labels.to(device)
+    adjustment = _logit_adjustment(labels, student, settings.logit_adjustment)
     epoch_losses = []
     for _ in range(settings.epochs):
         order = torch.randperm(len(images), generator=rng).to(device)
@@ -55,7 +67,7 @@ def distill(
         for start in range(0, len(order), settings.batch_size):
             index = order[start : start + settings.batch_size]
             with autocast(device, precision):
-                loss = F.cross_entropy(student(to_float(images[index])), labels[index])
+                loss = F.cross_entropy(student(to_float(images[index])) + adjustment, labels[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -63,7 +75,34 @@ def distill(
             if progress is not None:
                 progress(len(index))
         epoch_losses.append(meter.mean())
+    if momentum is not None:
+        momentum.clear()
+        momentum.update(momentum_buffers(student, optimizer))
     return epoch_losses
+
+
+def _logit_adjustment(labels: torch.Tensor, student: nn.Module, tau: float) -> torch.Tensor | float:
+    """tau * log(class frequency) of the labels, added to the logits while training (0 when tau is 0)."""
+    if not tau:
+        return 0.0
+    num_classes = [m for m in student.modules() if isinstance(m, nn.Linear)][-1].out_features
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    return tau * torch.log((counts + 1) / (counts.sum() + num_classes))
+
+
+def sgd(student: nn.Module, settings: DistillSettings) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        student.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+    )
+
+
+def momentum_buffers(student: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """{parameter name: SGD momentum buffer} on the CPU: what `distill(momentum=...)` continues from."""
+    return {
+        name: optimizer.state[parameter]["momentum_buffer"].detach().cpu().contiguous()
+        for name, parameter in student.named_parameters()
+        if optimizer.state.get(parameter, {}).get("momentum_buffer") is not None
+    }
 
 
 @torch.no_grad()

@@ -21,11 +21,14 @@ class GeneratorSettings:
     lr: float = 1e-3
     betas: tuple[float, float] = (0.5, 0.999)
     entropy_weight: float = 5.0
-    entropy_form: str = "per_sample"
+    entropy_form: str = "batch_balance"
     augment: bool = True
     crop_padding: int | str = "auto"
     channels_last: bool = True
     reinitialize: bool = True
+    # Stop a round's generator once the student labels this share of the scored batch as its
+    # targets (issue #13: steps past that point buy no coverage); None runs all g_steps.
+    stop_at_hit_rate: float | None = None
 
 
 @dataclass
@@ -136,18 +139,24 @@ def train_generator(
 
     losses = torch.empty(settings.g_steps, device=device)
     best = BestSnapshot(generator, device)
+    steps = settings.g_steps
     for step in range(settings.g_steps):
         with autocast(device, precision):
             images = generator(z)
             views = apply_crop_flip(images, crops[step]) if settings.augment else images
-            loss = generator_loss(student(views), y, settings.entropy_weight, settings.entropy_form)
+            logits = student(views)
+            loss = generator_loss(logits, y, settings.entropy_weight, settings.entropy_form)
         losses[step] = loss.detach()
         # The weights *before* this step's update produced the batch being scored.
         best.offer(losses[step])
+        # One read from the device per step, only when stopping early is asked for.
+        if settings.stop_at_hit_rate is not None and (logits.argmax(1) == y).float().mean() >= settings.stop_at_hit_rate:
+            steps = step + 1
+            break
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    loss_values = losses.tolist()
+    loss_values = losses[:steps].tolist()
     best_step = first_best_step(loss_values)
     if best_step < 0:
         raise ValueError(f"the generator's loss was never finite in {settings.g_steps} steps: {loss_values}")

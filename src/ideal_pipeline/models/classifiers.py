@@ -57,7 +57,36 @@ class ConvNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-ARCHITECTURES = {"lenet": LeNet, "convnet": ConvNet}
+class TanhNet(nn.Module):
+    """LeNet-5 in its original style: tanh, average pooling, no BatchNorm, two hidden FC layers.
+
+    A victim family unlike the others (issue #13: defaults must hold across victim architectures).
+    """
+
+    def __init__(self, channels: int = 1, num_classes: int = 10, image_size: int = 28):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 6, 5, padding=2),
+            nn.Tanh(),
+            nn.AvgPool2d(2),
+            nn.Conv2d(6, 16, 5, padding=2),
+            nn.Tanh(),
+            nn.AvgPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(16 * (image_size // 4) ** 2, 120),
+            nn.Tanh(),
+            nn.Linear(120, 84),
+            nn.Tanh(),
+            nn.Linear(84, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+ARCHITECTURES = {"lenet": LeNet, "convnet": ConvNet, "tanhnet": TanhNet}
 
 
 def build_classifier(architecture: str, channels: int, num_classes: int, image_size: int) -> nn.Module:

@@ -20,6 +20,7 @@ from ideal_pipeline.ideal.distillation import DistillSettings, distill
 from ideal_pipeline.ideal.targets import round_targets
 from ideal_pipeline.models.generator import Generator
 from ideal_pipeline.runtime import (
+    MOMENTUM_PREFIX,
     build_student,
     input_shape,
     load_student,
@@ -133,6 +134,7 @@ def train_generator(
     log = {
         "round": round_index,
         "losses": result.losses,
+        "generator_steps": len(result.losses),
         "best_loss": min(result.losses),
         "best_step": result.best_step,
         "targets": targets.tolist(),
@@ -285,10 +287,13 @@ def distill_student(
     images = torch.cat([earlier_images, synthetic_images])
     labels = torch.cat([earlier_labels, teacher_labels])
     student = load_student(student_params["architecture"], teacher_api, student_state)
+    settings = settings_from(DistillSettings, params, "ideal.distill")
+    # The reference code keeps one optimiser for the whole run: its momentum travels with the student.
+    momentum = {k.removeprefix(MOMENTUM_PREFIX): v for k, v in student_state.items() if k.startswith(MOMENTUM_PREFIX)}
     started = time.perf_counter()
     losses = distill(
-        student, images, labels, settings_from(DistillSettings, params, "ideal.distill"),
-        seed=round_seed(seed, round_index), device=device, precision=precision,
+        student, images, labels, settings, seed=round_seed(seed, round_index), device=device, precision=precision,
+        momentum=momentum if settings.keep_optimizer else None,
     )  # fmt: skip
     counts = torch.tensor(previous_summary["class_counts"]) + torch.bincount(
         teacher_labels, minlength=len(previous_summary["class_counts"])
@@ -304,6 +309,7 @@ def distill_student(
         "target_hit_rate": _target_hit_rate(image_source_log.get("targets"), teacher_labels),
         "distill_loss": losses[-1],
         "generator_loss": image_source_log.get("best_loss"),
+        "generator_steps": image_source_log.get("generator_steps"),
     }
     hit_rate = summary["target_hit_rate"]
     logger.info(
@@ -313,4 +319,5 @@ def distill_student(
         "-" if hit_rate is None else f"{100 * hit_rate:.0f}%", summary["smallest_class_count"],
         summary["distill_loss"], time.perf_counter() - started,
     )  # fmt: skip
-    return state_to_tensors(student.cpu()), summary
+    kept = {MOMENTUM_PREFIX + k: v for k, v in momentum.items()} if settings.keep_optimizer else {}
+    return {**state_to_tensors(student.cpu()), **kept}, summary
