@@ -2,6 +2,8 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 export KEDRO_DISABLE_TELEMETRY := 1
+# DVC stages call `kedro`: the venv's, also when the venv is not activated.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: setup run test viz repro
 setup: $(VENV)/.installed data/01_raw/fashion-mnist/t10k-labels-idx1-ubyte.gz

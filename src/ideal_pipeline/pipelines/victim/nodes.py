@@ -21,7 +21,9 @@ def train_victim_teacher(
     real_train: dict[str, torch.Tensor], params: dict[str, Any], compute: dict[str, Any]
 ) -> tuple[tuple[nn.Module, torch.Tensor], dict]:
     """Train the victim on real data; returns (model, example input), saved as safetensors weights + architecture."""
-    device, precision = use_compute(compute)
+    # fp32 whatever compute.precision says: the victim stands for someone else's model, which must
+    # not change with the hardware it is trained on.
+    device, _ = use_compute(compute)
     images, labels = real_train["images"], real_train["labels"]
     channels, size = images.shape[1], images.shape[2]
     torch.manual_seed(params["seed"])  # the initial weights too: not whatever earlier nodes left in the global RNG
@@ -29,7 +31,7 @@ def train_victim_teacher(
     started = time.perf_counter()
     losses = train_classifier(
         model, images, labels, params["epochs"], params["batch_size"], params["lr"],
-        params["weight_decay"], params["seed"], device, precision=precision,
+        params["weight_decay"], params["seed"], device, precision=torch.float32,
     )  # fmt: skip
     seconds = time.perf_counter() - started
     logger.info("victim teacher trained: %d epochs in %.0f s, final loss %.4f", params["epochs"], seconds, losses[-1])
