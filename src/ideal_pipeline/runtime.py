@@ -35,18 +35,21 @@ CUDA_RUN_THREADS = 2
 def set_threads(setting: int | str | None = 0, device: torch.device | str | None = None) -> int:
     """Set torch's intra-op threads for this process; returns the count now in use.
 
-    - ``0`` or ``None``: leave torch's default (one thread per core of the machine), as before.
+    - ``0`` or ``None``: change nothing (torch's default, one thread per core of the machine, unless
+      set earlier in the process), as before.
     - ``n > 0``: exactly ``n`` threads.
     - ``"auto"``: no oversubscription when several runs share a machine. On CUDA, 2 threads
       (the GPU does the work). On a CPU, the cores this process may use (its CPU affinity, capped
       by a cgroup CPU quota) divided by the environment variable IDEAL_CONCURRENT_RUNS (the number
-      of runs started side by side; 1 when unset), at least 1.
+      of runs started side by side; 1 when unset), at least 1. Oversubscription is costly: a
+      2-thread run on 2 cores slowed up to 3x whenever another process took one of the cores.
     """
-    if setting is None or (isinstance(setting, int) and not isinstance(setting, bool) and setting == 0):
+    is_count = isinstance(setting, int) and not isinstance(setting, bool)
+    if setting is None or (is_count and setting == 0):
         return torch.get_num_threads()
     if setting == "auto":
         count = auto_threads(torch.device(device) if device is not None else torch.device("cpu"))
-    elif isinstance(setting, int) and not isinstance(setting, bool) and setting > 0:
+    elif is_count and setting > 0:
         count = setting
     else:
         raise ValueError(f"num_threads must be 'auto', 0 (torch's default) or a positive integer, got {setting!r}")
@@ -74,11 +77,9 @@ def _cgroup_cpu_quota(path: Path = Path("/sys/fs/cgroup/cpu.max")) -> int | None
     """Whole CPUs allowed by the cgroup v2 quota ("max" = none); None when there is none or no file."""
     try:
         quota, period = path.read_text().split()[:2]
-    except (OSError, ValueError):
+        return None if quota == "max" else max(1, int(quota) // int(period))
+    except (OSError, ValueError):  # no cgroup v2 file, or one we cannot read: no quota known
         return None
-    if quota == "max":
-        return None
-    return max(1, int(quota) // int(period))
 
 
 def concurrent_runs() -> int:

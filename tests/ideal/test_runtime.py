@@ -57,6 +57,8 @@ def test_a_cgroup_quota_is_read_in_whole_cpus(tmp_path):
     quota.write_text("max 100000\n")
     assert runtime._cgroup_cpu_quota(quota) is None
     assert runtime._cgroup_cpu_quota(tmp_path / "absent") is None
+    quota.write_text("garbage")
+    assert runtime._cgroup_cpu_quota(quota) is None
 
 
 @pytest.mark.parametrize("bad", [-1, 2.5, "four", True])
