@@ -12,8 +12,17 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 RAW = REPO / "data" / "01_raw" / "fashion-mnist"
-COPIED = ["conf", "pyproject.toml", ".telemetry", "dvc.yaml", ".dvc/config", ".dvcignore", ".gitignore", "notebooks",
-          "data/01_raw/fashion-mnist.dvc"]
+COPIED = [
+    "conf",
+    "pyproject.toml",
+    ".telemetry",
+    "dvc.yaml",
+    ".dvc/config",
+    ".dvcignore",
+    ".gitignore",
+    "notebooks",
+    "data/01_raw/fashion-mnist.dvc",
+]
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 

@@ -15,8 +15,15 @@ from tests.conftest import REPO, make_project_copy
 
 pytestmark = pytest.mark.timeout(600)
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, "KEDRO_ENV": "test", "PATH": f"{BIN}:{os.environ['PATH']}", "GIT_AUTHOR_NAME": "t",
-       "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+ENV = {
+    **os.environ,
+    "KEDRO_ENV": "test",
+    "PATH": f"{BIN}:{os.environ['PATH']}",
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.com",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.com",
+}
 
 
 def test_dvc_yaml_matches_the_kedro_pipelines():
@@ -32,8 +39,10 @@ def test_stages_read_only_the_parameters_their_nodes_read():
     stages = build_stages(REPO)["stages"]
     assert list(stages) == ["data", "victim", "ideal", "baselines", "redistill", "evaluate"]
     assert {"data/03_primary/ideal": {"cache": False, "persist": True}} in stages["ideal"]["outs"]
-    params = {stage: {k for entry in s.get("params", []) for keys in entry.values() for k in keys}
-              for stage, s in stages.items()}  # fmt: skip
+    params = {
+        stage: {k for entry in s.get("params", []) for keys in entry.values() for k in keys}
+        for stage, s in stages.items()
+    }
     assert "ideal.teacher_access" in params["ideal"] and "baselines.methods" in params["baselines"]
     for stage in ("redistill", "evaluate"):  # a budget or batch change of the teacher client reruns neither
         assert not {"ideal", "ideal.teacher_access", "ideal.generator"} & params[stage], stage
@@ -46,15 +55,18 @@ def test_stage_outputs_cover_every_persisted_output():
     stages = build_stages(REPO)["stages"]
     owned = [str(o) if isinstance(o, str) else next(iter(o)) for s in stages.values() for o in s["outs"]]
     owned += [next(iter(m)) for s in stages.values() for m in s.get("metrics", []) + s.get("plots", [])]
-    for path in ("data/05_model_input/ideal/round_001/synthetic_images.safetensors",
-                 "data/06_models/ideal/round_007/student.safetensors",
-                 "data/07_model_output/baselines/real_data/round_001/teacher_labels.safetensors",
-                 "data/08_reporting/evaluate/metrics.json", "data/06_models/redistill/redistilled_student.safetensors"):  # fmt: skip
+    for path in (
+        "data/05_model_input/ideal/round_001/synthetic_images.safetensors",
+        "data/06_models/ideal/round_007/student.safetensors",
+        "data/07_model_output/baselines/real_data/round_001/teacher_labels.safetensors",
+        "data/08_reporting/evaluate/metrics.json",
+        "data/06_models/redistill/redistilled_student.safetensors",
+    ):
         assert any(path == o or path.startswith(o + "/") for o in owned), path
 
 
 def run(project: Path, *args: str) -> str:
-    done = subprocess.run(list(args), cwd=project, env=ENV, capture_output=True, text=True, timeout=500)
+    done = subprocess.run(list(args), cwd=project, env=ENV, capture_output=True, text=True, timeout=500, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -119,7 +131,16 @@ def test_kedro_run_then_dvc_commit_leaves_dvc_clean_runs_travel_and_seeds_are_ex
     run(project, "git", "add", "-A")
     run(project, "git", "commit", "-qm", "seed 0")
     ideal = "conf/base/parameters_ideal.yml"
-    dvc(project, "exp", "run", "--temp", "-S", f"{ideal}:ideal.seed=1", "-S", f"{ideal}:ideal.teacher_access.max_queries=80")
+    dvc(
+        project,
+        "exp",
+        "run",
+        "--temp",
+        "-S",
+        f"{ideal}:ideal.seed=1",
+        "-S",
+        f"{ideal}:ideal.teacher_access.max_queries=80",
+    )
     run(project, sys.executable, "-m", "ideal_pipeline.reporting", "--dvc", "--out-dir", str(tmp_path / "report"))
     final = pd.read_csv(tmp_path / "report" / "comparison.csv").set_index("row").loc["IDEAL, final student"]
     assert final["seeds"] == 2 and final["seed_list"] == "0 1"  # the commit (seed 0) and the experiment (seed 1)

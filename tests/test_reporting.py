@@ -10,41 +10,60 @@ from ideal_pipeline import reporting
 
 
 def metrics(accuracy, queries=10_000, **extra):
-    return {"student_accuracy": accuracy, "student_accuracy_last5_mean": accuracy - 0.01,
-            "redistilled_student_accuracy": accuracy + 0.01, "validation_accuracy": accuracy + 0.02,
-            "validation_accuracy_last5_mean": accuracy, "redistilled_validation_accuracy": accuracy,
-            "teacher_accuracy": 0.9, "queries_used": queries, "smallest_class_share": 0.05,
-            "reference_code_queries": 52_500, **extra}  # fmt: skip
+    return {
+        "student_accuracy": accuracy,
+        "student_accuracy_last5_mean": accuracy - 0.01,
+        "redistilled_student_accuracy": accuracy + 0.01,
+        "validation_accuracy": accuracy + 0.02,
+        "validation_accuracy_last5_mean": accuracy,
+        "redistilled_validation_accuracy": accuracy,
+        "teacher_accuracy": 0.9,
+        "queries_used": queries,
+        "smallest_class_share": 0.05,
+        "reference_code_queries": 52_500,
+        **extra,
+    }
 
 
 def experiment(name, seed, accuracy, g_steps=20, baselines=None):
     """One entry of `dvc exp show --json -A`, as DVC 3 writes it."""
     return {
-        "revs": [{
-            "rev": f"{seed:040d}", "name": name,
-            "data": {
-                "params": {"conf/base/parameters_ideal.yml": {"data": {"ideal": {"seed": seed, "rounds": 20,
-                                                                                  "generator": {"g_steps": g_steps}}}}},
-                "metrics": {
-                    reporting.METRICS: {"data": metrics(accuracy)},
-                    reporting.BASELINE_METRICS: {"data": baselines or {}},
-                    f"{reporting.TIMING}/ideal.json": {"data": {"ideal.train_generator": 100.0 + seed}},
+        "revs": [
+            {
+                "rev": f"{seed:040d}",
+                "name": name,
+                "data": {
+                    "params": {
+                        "conf/base/parameters_ideal.yml": {
+                            "data": {"ideal": {"seed": seed, "rounds": 20, "generator": {"g_steps": g_steps}}}
+                        }
+                    },
+                    "metrics": {
+                        reporting.METRICS: {"data": metrics(accuracy)},
+                        reporting.BASELINE_METRICS: {"data": baselines or {}},
+                        f"{reporting.TIMING}/ideal.json": {"data": {"ideal.train_generator": 100.0 + seed}},
+                    },
                 },
-            },
-        }],
+            }
+        ],
         "name": name,
-    }  # fmt: skip
+    }
 
 
 EXP_SHOW = [
     {"rev": "workspace", "data": {"metrics": {}}},
-    {"rev": "a" * 40, "name": "main", "data": {"params": {}, "metrics": {}}, "experiments": [
-        experiment("s0", 0, 0.60, baselines={"uniform_noise": metrics(0.12)}),
-        experiment("s1", 1, 0.62, baselines={"uniform_noise": metrics(0.14)}),
-        experiment("s2", 2, 0.64, baselines={"uniform_noise": metrics(0.10)}),
-        experiment("g10", 0, 0.50, g_steps=10),
-    ]},
-]  # fmt: skip
+    {
+        "rev": "a" * 40,
+        "name": "main",
+        "data": {"params": {}, "metrics": {}},
+        "experiments": [
+            experiment("s0", 0, 0.60, baselines={"uniform_noise": metrics(0.12)}),
+            experiment("s1", 1, 0.62, baselines={"uniform_noise": metrics(0.14)}),
+            experiment("s2", 2, 0.64, baselines={"uniform_noise": metrics(0.10)}),
+            experiment("g10", 0, 0.50, g_steps=10),
+        ],
+    },
+]
 
 
 def test_seeds_of_one_configuration_are_averaged_with_a_t_interval():
@@ -66,7 +85,10 @@ def test_the_report_writes_markdown_csv_and_plot(tmp_path):
     table = pd.read_csv(paths["csv"])
     assert set(table["method"]) == {"ideal", "uniform_noise"}
     markdown = paths["md"].read_text()
-    assert "the command" in markdown and "| ideal.generator.g_steps=20 | IDEAL, final student | 10,000 | 3 | 62.0 ± 2.0 |" in markdown
+    assert (
+        "the command" in markdown
+        and "| ideal.generator.g_steps=20 | IDEAL, final student | 10,000 | 3 | 62.0 ± 2.0 |" in markdown
+    )
     assert "ideal.train_generator" in markdown  # the wall-clock table
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
 

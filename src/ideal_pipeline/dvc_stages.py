@@ -39,8 +39,13 @@ LEDGER_SUFFIX = "teacher_query_ledger"
 DECLARED_LEDGERS = ("ideal",)
 # Parameters that shape a stage's graph rather than feed a node.
 SHAPE_PARAMS = {"baselines": ["baselines.methods"]}
-METRICS = {"evaluate": ["data/08_reporting/evaluate/metrics.json"], "baselines": ["data/08_reporting/baselines_metrics.json"]}
-PLOTS = {"evaluate": {"data/08_reporting/evaluate/accuracy_vs_queries.csv": {"x": "queries_used", "y": "student_accuracy"}}}
+METRICS = {
+    "evaluate": ["data/08_reporting/evaluate/metrics.json"],
+    "baselines": ["data/08_reporting/baselines_metrics.json"],
+}
+PLOTS = {
+    "evaluate": {"data/08_reporting/evaluate/accuracy_vs_queries.csv": {"x": "queries_used", "y": "student_accuracy"}}
+}
 
 
 def _folder(filepath: str) -> str:
@@ -50,8 +55,11 @@ def _folder(filepath: str) -> str:
 
 
 # A pipeline's own folder, and the folders of the pipelines whose nodes it reuses.
-PIPELINE_CODE = {"baselines": ["baselines", "evaluate", "ideal"], "redistill": ["redistill", "ideal"],
-                 "evaluate": ["evaluate", "ideal"]}  # fmt: skip
+PIPELINE_CODE = {
+    "baselines": ["baselines", "evaluate", "ideal"],
+    "redistill": ["redistill", "ideal"],
+    "evaluate": ["evaluate", "ideal"],
+}
 
 
 def _pipeline_code(stage: str) -> list[str]:
@@ -127,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     target = project / "dvc.yaml"
     if args.check:
         if not target.exists() or target.read_text() != text:
-            print("dvc.yaml is out of date with the Kedro pipelines: run `python -m ideal_pipeline.dvc_stages`",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                "dvc.yaml is out of date with the Kedro pipelines: run `python -m ideal_pipeline.dvc_stages`",
+                file=sys.stderr,
+            )
             return 1
         return 0
     target.write_text(text)

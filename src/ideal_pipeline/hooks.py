@@ -88,10 +88,21 @@ class NodeTimingHook:
         folder = self._project / TIMING_DIR
         folder.mkdir(parents=True, exist_ok=True)
         for stage, steps in by_stage.items():
-            (folder / f"{stage}.json").write_text(json.dumps({k: round(v, 3) for k, v in sorted(steps.items())}, indent=1))
+            (folder / f"{stage}.json").write_text(
+                json.dumps({k: round(v, 3) for k, v in sorted(steps.items())}, indent=1)
+            )
         nodes = sum(self._seconds.values())
-        run = {"wall_seconds": round(wall, 3), "node_seconds": round(nodes, 3), "kedro_overhead_seconds": round(wall - nodes, 3),
-               "stages": {stage: round(sum(steps.values()), 3) for stage, steps in by_stage.items()}}  # fmt: skip
+        run = {
+            "wall_seconds": round(wall, 3),
+            "node_seconds": round(nodes, 3),
+            "kedro_overhead_seconds": round(wall - nodes, 3),
+            "stages": {stage: round(sum(steps.values()), 3) for stage, steps in by_stage.items()},
+        }
         (folder / "kedro_run.json").write_text(json.dumps(run, indent=1))
-        logger.info("run took %.0f s: nodes %.0f s, Kedro overhead %.1f s (%s)", wall, nodes, wall - nodes,
-                    ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in run["stages"].items()))  # fmt: skip
+        logger.info(
+            "run took %.0f s: nodes %.0f s, Kedro overhead %.1f s (%s)",
+            wall,
+            nodes,
+            wall - nodes,
+            ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in run["stages"].items()),
+        )

@@ -77,7 +77,7 @@ class VictimParams(Section):
     published_model_path: str
 
     @model_validator(mode="after")
-    def _one_name_per_class(self) -> "VictimParams":
+    def _one_name_per_class(self) -> VictimParams:
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise ValueError(f"class_names has {len(self.class_names)} names for num_classes={self.num_classes}")
         return self
@@ -216,9 +216,14 @@ def _input_path(params: dict[str, Any], loc: tuple) -> list[str]:
     """The part of pydantic's error location that names parameters (not union branches)."""
     path, node = [], params
     for part in loc:
-        if isinstance(node, dict) and isinstance(part, str) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        if (
+            isinstance(node, dict)
+            and isinstance(part, str)
+            and part in node
+            or isinstance(node, list)
+            and isinstance(part, int)
+            and part < len(node)
+        ):
             node = node[part]
         else:
             break

@@ -29,16 +29,23 @@ BASELINE_METRICS = "data/08_reporting/baselines_metrics.json"
 TIMING = "data/08_reporting/timing"
 # Parameters that do not make a different configuration: the seed is what we average over; the
 # budget cap and request size change what may be spent, not what is learned.
-NOT_CONFIGURATION = ("ideal.seed", "compute.num_threads", "ideal.teacher_access.max_queries",
-                     "ideal.teacher_access.max_batch")  # fmt: skip
+NOT_CONFIGURATION = (
+    "ideal.seed",
+    "compute.num_threads",
+    "ideal.teacher_access.max_queries",
+    "ideal.teacher_access.max_batch",
+)
 # The rows of a configuration, in order: (method, label, metrics key of the accuracy).
 IDEAL_ROWS = (
     ("ideal", "IDEAL, final student", "student_accuracy"),
-    ("ideal", f"IDEAL, mean of the last 5 rounds", "student_accuracy_last5_mean"),
+    ("ideal", "IDEAL, mean of the last 5 rounds", "student_accuracy_last5_mean"),
     ("ideal", "IDEAL re-distilled (0 extra queries)", "redistilled_student_accuracy"),
 )
-VALIDATION = {"student_accuracy": "validation_accuracy", "student_accuracy_last5_mean": "validation_accuracy_last5_mean",
-              "redistilled_student_accuracy": "redistilled_validation_accuracy"}  # fmt: skip
+VALIDATION = {
+    "student_accuracy": "validation_accuracy",
+    "student_accuracy_last5_mean": "validation_accuracy_last5_mean",
+    "redistilled_student_accuracy": "redistilled_validation_accuracy",
+}
 
 
 @dataclass
@@ -90,7 +97,11 @@ def runs_from_dvc_json(exp_show: list[dict[str, Any]]) -> list[Run]:
 
 def runs_from_dvc(repo: Path) -> list[Run]:
     done = subprocess.run(
-        [sys.executable, "-m", "dvc", "exp", "show", "--json", "-A"], cwd=repo, capture_output=True, text=True
+        [sys.executable, "-m", "dvc", "exp", "show", "--json", "-A"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode:
         raise RuntimeError(f"`dvc exp show --json -A` failed in {repo}: {done.stderr.strip()[-500:]}")
@@ -138,7 +149,9 @@ def describe(configs: list[tuple]) -> dict[tuple, str]:
     if len(configs) == 1:
         return {configs[0]: "defaults"}
     as_dicts = {c: dict(c) for c in configs}
-    varying = sorted({k for d in as_dicts.values() for k in d if len({json.dumps(x.get(k)) for x in as_dicts.values()}) > 1})
+    varying = sorted(
+        {k for d in as_dicts.values() for k in d if len({json.dumps(x.get(k)) for x in as_dicts.values()}) > 1}
+    )
     return {c: ", ".join(f"{k}={json.loads(d[k]) if k in d else None}" for k in varying) for c, d in as_dicts.items()}
 
 
@@ -152,26 +165,32 @@ def table_rows(runs: list[Run]) -> list[dict[str, Any]]:
     for config, seeds in groups.items():
         entries = [(method, label, key, [r.metrics for r in seeds]) for method, label, key in IDEAL_ROWS]
         methods = sorted({m for r in seeds for m in r.baselines})
-        entries += [(m, m.replace("_", " "), "student_accuracy", [r.baselines[m] for r in seeds if m in r.baselines])
-                    for m in methods]  # fmt: skip
+        entries += [
+            (m, m.replace("_", " "), "student_accuracy", [r.baselines[m] for r in seeds if m in r.baselines])
+            for m in methods
+        ]
         for method, label, key, metrics in entries:
             stats_test = summarize([m[key] for m in metrics])
             validation = [m[VALIDATION[key]] for m in metrics if VALIDATION[key] in m]
-            rows.append({
-                "configuration": names[config],
-                "method": method,
-                "row": label,
-                "queries": metrics[0]["queries_used"],
-                "seeds": stats_test["n"],
-                "seed_list": " ".join(str(r.params.get("ideal.seed")) for r in seeds),
-                "test_mean": stats_test["mean"], "test_std": stats_test["std"],
-                "test_ci_low": stats_test["ci_low"], "test_ci_high": stats_test["ci_high"],
-                "validation_mean": statistics.fmean(validation) if validation else math.nan,
-                "smallest_class_share_min": min(m.get("smallest_class_share", math.nan) for m in metrics),
-                "teacher_accuracy_mean": statistics.fmean(r.metrics["teacher_accuracy"] for r in seeds),
-                "reference_code_queries": seeds[0].metrics.get("reference_code_queries"),
-                "dataset": seeds[0].params.get("data.source"),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "configuration": names[config],
+                    "method": method,
+                    "row": label,
+                    "queries": metrics[0]["queries_used"],
+                    "seeds": stats_test["n"],
+                    "seed_list": " ".join(str(r.params.get("ideal.seed")) for r in seeds),
+                    "test_mean": stats_test["mean"],
+                    "test_std": stats_test["std"],
+                    "test_ci_low": stats_test["ci_low"],
+                    "test_ci_high": stats_test["ci_high"],
+                    "validation_mean": statistics.fmean(validation) if validation else math.nan,
+                    "smallest_class_share_min": min(m.get("smallest_class_share", math.nan) for m in metrics),
+                    "teacher_accuracy_mean": statistics.fmean(r.metrics["teacher_accuracy"] for r in seeds),
+                    "reference_code_queries": seeds[0].metrics.get("reference_code_queries"),
+                    "dataset": seeds[0].params.get("data.source"),
+                }
+            )
     return rows
 
 
@@ -186,8 +205,15 @@ def timing_rows(runs: list[Run]) -> list[dict[str, Any]]:
         steps = sorted({(stage, step) for r in seeds for stage, t in r.timing.items() for step in t})
         for stage, step in steps:
             values = [r.timing[stage][step] for r in seeds if step in r.timing.get(stage, {})]
-            rows.append({"configuration": names[config], "stage": stage, "step": step, "runs": len(values),
-                         "seconds_mean": statistics.fmean(values)})  # fmt: skip
+            rows.append(
+                {
+                    "configuration": names[config],
+                    "stage": stage,
+                    "step": step,
+                    "runs": len(values),
+                    "seconds_mean": statistics.fmean(values),
+                }
+            )
     return rows
 
 
@@ -217,13 +243,23 @@ def write_markdown(path: Path, rows: list[dict], timings: list[dict], command: s
         )
     reference = {r["configuration"]: r["reference_code_queries"] for r in rows if r["reference_code_queries"]}
     if reference:
-        lines += ["", "The reference code's accounting for the same rounds (it re-labels its whole pool every round):",
-                  *[f"- {c}: {q:,} queries" for c, q in reference.items()]]  # fmt: skip
+        lines += [
+            "",
+            "The reference code's accounting for the same rounds (it re-labels its whole pool every round):",
+            *[f"- {c}: {q:,} queries" for c, q in reference.items()],
+        ]
     if timings:
-        lines += ["", "## Where the time goes (seconds per run, summed over rounds, mean over runs)", "",
-                  "| configuration | stage | step | runs | seconds |", "|---|---|---|---|---|"]  # fmt: skip
-        lines += [f"| {t['configuration']} | {t['stage']} | {t['step']} | {t['runs']} | {t['seconds_mean']:.1f} |"
-                  for t in timings]  # fmt: skip
+        lines += [
+            "",
+            "## Where the time goes (seconds per run, summed over rounds, mean over runs)",
+            "",
+            "| configuration | stage | step | runs | seconds |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {t['configuration']} | {t['stage']} | {t['step']} | {t['runs']} | {t['seconds_mean']:.1f} |"
+            for t in timings
+        ]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -257,7 +293,11 @@ def write_report(runs: list[Run], out_dir: Path, command: str) -> dict[str, Path
         raise ValueError("no finished runs to report (no metrics found)")
     rows, timings = table_rows(runs), timing_rows(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"md": out_dir / "comparison.md", "csv": out_dir / "comparison.csv", "png": out_dir / "accuracy_vs_queries.png"}
+    paths = {
+        "md": out_dir / "comparison.md",
+        "csv": out_dir / "comparison.csv",
+        "png": out_dir / "accuracy_vs_queries.png",
+    }
     pd.DataFrame(rows).to_csv(paths["csv"], index=False)
     write_markdown(paths["md"], rows, timings, command)
     plot(rows, paths["png"])

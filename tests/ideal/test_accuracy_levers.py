@@ -33,7 +33,9 @@ def test_the_generator_stops_once_the_student_gives_its_targets():
 
 def pool(n=60, seed=0):
     rng = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=rng), torch.randint(0, 10, (n,), generator=rng)
+    return torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=rng), torch.randint(
+        0, 10, (n,), generator=rng
+    )
 
 
 def test_momentum_is_carried_from_one_call_to_the_next():
@@ -61,7 +63,9 @@ def test_logit_adjustment_leaves_the_rare_class_less_penalised_in_the_plain_logi
     for tau in (0.0, 1.0):
         torch.manual_seed(0)
         student = LeNet()
-        distill(student, images, labels, DistillSettings(batch_size=50, epochs=3, logit_adjustment=tau), seed=0, device=CPU)
+        distill(
+            student, images, labels, DistillSettings(batch_size=50, epochs=3, logit_adjustment=tau), seed=0, device=CPU
+        )
         bias = student.classifier.bias.detach()
         lean[tau] = (bias[0] - bias[1]).item()  # how much the plain logits lean to the frequent class
     assert lean[1.0] < lean[0.0]

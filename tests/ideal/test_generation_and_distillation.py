@@ -66,7 +66,14 @@ def test_distillation_refuses_mismatched_images_and_labels():
     import pytest
 
     with pytest.raises(ValueError, match="labels"):
-        distill(LeNet(), torch.zeros(3, 1, 28, 28, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64), DistillSettings(), 0, CPU)
+        distill(
+            LeNet(),
+            torch.zeros(3, 1, 28, 28, dtype=torch.uint8),
+            torch.zeros(2, dtype=torch.int64),
+            DistillSettings(),
+            0,
+            CPU,
+        )
 
 
 def test_a_continued_generator_starts_from_the_given_weights():
@@ -74,8 +81,9 @@ def test_a_continued_generator_starts_from_the_given_weights():
     one_step = GeneratorSettings(nz=16, ngf=8, g_steps=1, channels_last=False)
     # With one step the kept batch is the one scored before any update: the starting weights
     # (BatchNorm's running statistics have moved with that forward pass; the output does not use them).
-    continued = train_generator(LeNet(), balanced_targets(20, 10), one_step, 28, 1, seed=5, device=CPU,
-                                initial_state=earlier.state_dict)  # fmt: skip
+    continued = train_generator(
+        LeNet(), balanced_targets(20, 10), one_step, 28, 1, seed=5, device=CPU, initial_state=earlier.state_dict
+    )
     fresh = train_generator(LeNet(), balanced_targets(20, 10), one_step, 28, 1, seed=5, device=CPU)
     for key, value in earlier.state_dict.items():
         if "running" not in key and "num_batches" not in key:

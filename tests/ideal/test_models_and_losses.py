@@ -81,7 +81,9 @@ def test_per_sample_entropy_is_lowest_for_uncertain_samples():
     assert entropy_term(uncertain, "per_sample").item() == pytest.approx(-torch.log(torch.tensor(3.0)).item() / 3)
     assert entropy_term(uncertain, "per_sample_sum").item() == pytest.approx(-torch.log(torch.tensor(3.0)).item())
     logits = torch.randn(7, 10)
-    assert entropy_term(logits, "per_sample_sum").item() == pytest.approx(10 * entropy_term(logits, "per_sample").item())
+    assert entropy_term(logits, "per_sample_sum").item() == pytest.approx(
+        10 * entropy_term(logits, "per_sample").item()
+    )
 
 
 def test_batch_balance_entropy_rewards_using_all_classes():
@@ -103,7 +105,9 @@ def test_generator_loss_adds_weighted_entropy_to_cross_entropy():
     targets = torch.randint(0, 10, (8,))
     with_entropy = generator_loss(logits, targets, 5.0, "per_sample")
     without = generator_loss(logits, targets, 0.0, "per_sample")
-    assert with_entropy.item() == pytest.approx(without.item() + 5.0 * entropy_term(logits, "per_sample").item(), rel=1e-5)
+    assert with_entropy.item() == pytest.approx(
+        without.item() + 5.0 * entropy_term(logits, "per_sample").item(), rel=1e-5
+    )
 
 
 def test_crop_flip_keeps_shape_and_passes_gradients():

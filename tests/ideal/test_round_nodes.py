@@ -4,8 +4,7 @@ import copy
 
 import torch
 
-from ideal_pipeline.datasets import LabelledPoolDataset, TensorDataset
-from ideal_pipeline.datasets import labelled_pool_dataset
+from ideal_pipeline.datasets import LabelledPoolDataset, TensorDataset, labelled_pool_dataset
 from ideal_pipeline.pipeline_registry import parameters_from_conf
 from ideal_pipeline.pipelines.ideal import nodes
 from ideal_pipeline.pipelines.ideal.pipeline import create_method_pipeline, create_pipeline
@@ -24,7 +23,9 @@ def tiny_params(**generator):
 
 def generator_weights(artifact):
     """Weights only: BatchNorm's running statistics move with every training-mode forward pass."""
-    return {k: v for k, v in artifact.items() if k.startswith("state.") and "running" not in k and "num_batches" not in k}
+    return {
+        k: v for k, v in artifact.items() if k.startswith("state.") and "running" not in k and "num_batches" not in k
+    }
 
 
 def two_rounds_of_generators(params):
@@ -56,7 +57,9 @@ def test_the_previous_generator_is_read_only_when_it_is_continued():
     assert "ideal.round_002.generator" in continued["ideal.round_003.train_generator"].inputs
     fresh = create_pipeline(rounds=3, reinitialize=True)
     trainers = [n for n in fresh.nodes if n.name.endswith("train_generator")]
-    assert len(trainers) == 3 and not [n for n in trainers if any(i.startswith("ideal.round_") and i.endswith(".generator") for i in n.inputs)]
+    assert len(trainers) == 3 and not [
+        n for n in trainers if any(i.startswith("ideal.round_") and i.endswith(".generator") for i in n.inputs)
+    ]
 
 
 def test_ideal_has_no_edge_from_real_data_and_the_real_data_baseline_has_one():
@@ -68,7 +71,9 @@ def test_ideal_has_no_edge_from_real_data_and_the_real_data_baseline_has_one():
 
 def test_the_pool_reads_each_rounds_files_once_per_process(tmp_path, monkeypatch):
     for r in (1, 2, 3):
-        TensorDataset(str(tmp_path / f"round_{r:03d}/synthetic_images.safetensors")).save(torch.full((4, 1, 2, 2), r, dtype=torch.uint8))
+        TensorDataset(str(tmp_path / f"round_{r:03d}/synthetic_images.safetensors")).save(
+            torch.full((4, 1, 2, 2), r, dtype=torch.uint8)
+        )
         TensorDataset(str(tmp_path / f"round_{r:03d}/teacher_labels.safetensors")).save(torch.full((4,), r))
     reads = []
     original = labelled_pool_dataset.load_file

@@ -35,8 +35,14 @@ def test_queries_used_is_rounds_times_samples_per_round(ran_project):
     metrics = read_json(ran_project, "data/08_reporting/evaluate/metrics.json")
     assert metrics["queries_used"] == params["rounds"] * per_round
     assert ledger_paid(ran_project) == metrics["queries_used"]
-    for key in ("student_accuracy", "validation_accuracy", "teacher_accuracy", "agreement",
-                "redistilled_student_accuracy", "student_accuracy_last5_mean"):  # fmt: skip
+    for key in (
+        "student_accuracy",
+        "validation_accuracy",
+        "teacher_accuracy",
+        "agreement",
+        "redistilled_student_accuracy",
+        "student_accuracy_last5_mean",
+    ):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert metrics["teacher_accuracy"] > 0.5  # a real teacher, trained on real Fashion-MNIST
     rounds, batch = params["rounds"], params["batch_size"]
@@ -123,7 +129,9 @@ def test_more_rounds_from_the_command_line_reuse_paid_labels(in_project):
 def test_a_plan_over_budget_fails_before_any_work(in_project):
     paid = ledger_paid(in_project)
     with pytest.raises(QueryBudgetExceeded, match="max_queries=10"):
-        run_kedro(in_project, pipeline_names=["ideal"], runtime_params={"ideal": {"teacher_access": {"max_queries": 10}}})
+        run_kedro(
+            in_project, pipeline_names=["ideal"], runtime_params={"ideal": {"teacher_access": {"max_queries": 10}}}
+        )
     assert ledger_paid(in_project) == paid
 
 

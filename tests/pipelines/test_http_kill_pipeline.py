@@ -59,7 +59,7 @@ def test_killed_kedro_run_resumes_and_pays_each_sample_once(ran_project, tmp_pat
                 first.wait(10)
             billed_at_kill = billed()
             assert QueryLedger(ledger_path).paid_queries() < billed_at_kill < 80, "the kill must land mid-request"
-            second = subprocess.run(run, cwd=project, env=env, capture_output=True, text=True, timeout=180)
+            second = subprocess.run(run, cwd=project, env=env, capture_output=True, text=True, timeout=180, check=False)
             assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
             billing = billing_of(url, ADMIN, client_id(TOKEN))
         finally:

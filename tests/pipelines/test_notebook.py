@@ -20,8 +20,9 @@ def test_the_notebook_runs_from_its_own_folder(ran_project, monkeypatch):
     # The kernel is this interpreter (the project's venv), started where Jupyter starts it.
     monkeypatch.setenv("KEDRO_ENV", "test")
     monkeypatch.setenv("PATH", f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}")
-    client = NotebookClient(notebook, timeout=240, kernel_name="python3",
-                            resources={"metadata": {"path": str(notebook_path.parent)}})  # fmt: skip
+    client = NotebookClient(
+        notebook, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(notebook_path.parent)}}
+    )
     client.execute()
     outputs = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs]
     # Kedro's rich traceback handler prints exceptions as display data instead of raising: look for them.

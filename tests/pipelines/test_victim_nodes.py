@@ -19,7 +19,9 @@ def test_the_victim_teacher_does_not_depend_on_the_global_rng():
     for unrelated_seed in (1, 2):
         torch.manual_seed(unrelated_seed)  # as if earlier nodes had drawn different random numbers
         torch.rand(100)
-        (model, _), _ = train_victim_teacher(real_train, params, {"device": "cpu", "num_threads": 0, "precision": "fp32"})
+        (model, _), _ = train_victim_teacher(
+            real_train, params, {"device": "cpu", "num_threads": 0, "precision": "fp32"}
+        )
         weights.append(model.state_dict())
     for key, value in weights[0].items():
         assert torch.equal(value, weights[1][key]), key

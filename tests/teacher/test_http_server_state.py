@@ -45,9 +45,7 @@ def _post(url: str, token: str, body: bytes, key: str) -> httpx.Response:
 
 
 def test_one_tenants_traffic_cannot_evict_anothers_keys(model_file):
-    app = create_app(
-        model_file, [ALICE, BOB], input_shape=(1, 28, 28), trust_model_file=True, idempotency_cache_size=2
-    )
+    app = create_app(model_file, [ALICE, BOB], input_shape=(1, 28, 28), trust_model_file=True, idempotency_cache_size=2)
     with serve_in_thread(app) as url:
         first = _post(url, ALICE, _batch(0), "alice-1")
         for i in range(5):  # more keys than the cache holds, all Bob's

@@ -83,7 +83,9 @@ def test_a_foreign_ledger_is_refused_even_when_written_meanwhile(tmp_path):
     path = tmp_path / "ledger.sqlite"
     bill = tmp_path / "bill"
     late = AccountedTeacher(BillingTeacher(bill), QueryLedger(path), 100, teacher_fingerprint="teacher-b")
-    AccountedTeacher(BillingTeacher(bill), QueryLedger(path), 100, teacher_fingerprint="teacher-a").label(distinct_images(5))
+    AccountedTeacher(BillingTeacher(bill), QueryLedger(path), 100, teacher_fingerprint="teacher-a").label(
+        distinct_images(5)
+    )
     with pytest.raises(TeacherMismatch, match="teacher-a.*teacher-b"):
         late.label(distinct_images(5))
     assert billed(bill) == 5
@@ -108,7 +110,9 @@ def test_http_fingerprints_name_the_endpoint_and_its_card():
 
 def _legacy_ledger(path, rows):
     connection = sqlite3.connect(path)
-    connection.execute("CREATE TABLE labels (image_key TEXT PRIMARY KEY, label INTEGER NOT NULL, paid_at REAL NOT NULL)")
+    connection.execute(
+        "CREATE TABLE labels (image_key TEXT PRIMARY KEY, label INTEGER NOT NULL, paid_at REAL NOT NULL)"
+    )
     connection.executemany("INSERT INTO labels VALUES (?, ?, 0)", rows)
     connection.commit()
     connection.close()
@@ -124,7 +128,9 @@ def test_a_legacy_ledger_with_labels_is_refused_until_adopted(tmp_path, capsys):
         AccountedTeacher(BillingTeacher(tmp_path / "bill"), QueryLedger(path), 10, teacher_fingerprint="teacher-a")
     ledger_module.main(["adopt", str(path), "--fingerprint", "teacher-a"])
     assert "3 labels bound to teacher teacher-a" in capsys.readouterr().out
-    adopted = AccountedTeacher(BillingTeacher(tmp_path / "bill"), QueryLedger(path), 10, teacher_fingerprint="teacher-a")
+    adopted = AccountedTeacher(
+        BillingTeacher(tmp_path / "bill"), QueryLedger(path), 10, teacher_fingerprint="teacher-a"
+    )
     assert adopted.label(images).tolist() == [7, 7, 7] and billed(tmp_path / "bill") == 0
     with pytest.raises(TeacherMismatch):
         AccountedTeacher(BillingTeacher(tmp_path / "bill"), QueryLedger(path), 10, teacher_fingerprint="teacher-b")
@@ -158,7 +164,9 @@ def test_the_planned_spend_counts_what_the_ledger_holds(tmp_path):
     # A rerun of seed 1 reuses its 20 labels free; seed 0's 30 count as spent: 30 + 70 fits in 100.
     check_planned_spend(ledger, planned_queries=70, max_queries=100, own_tag_prefix="ideal/seed=1/")
     check_planned_spend(ledger, planned_queries=80, max_queries=100, own_tag_prefix="ideal/seed=0/")
-    with pytest.raises(QueryBudgetExceeded, match=r"plans 71 queries \(20 of them.*30 other.*30 \+ 71 = 101 > max_queries=100"):
+    with pytest.raises(
+        QueryBudgetExceeded, match=r"plans 71 queries \(20 of them.*30 other.*30 \+ 71 = 101 > max_queries=100"
+    ):
         check_planned_spend(ledger, planned_queries=71, max_queries=100, own_tag_prefix="ideal/seed=1/")
     with pytest.raises(QueryBudgetExceeded, match="50 \\+ 51 = 101"):
         check_planned_spend(ledger, planned_queries=51, max_queries=100, own_tag_prefix="ideal/seed=2/")
@@ -206,7 +214,9 @@ def test_threads_waiting_on_each_others_reservations_pay_once(tmp_path):
     answers = {}
 
     def work(name, ledger):
-        accounted = AccountedTeacher(BillingTeacher(bill, delay_s=0.01), ledger, 1000, max_batch=5, teacher_fingerprint="t")
+        accounted = AccountedTeacher(
+            BillingTeacher(bill, delay_s=0.01), ledger, 1000, max_batch=5, teacher_fingerprint="t"
+        )
         answers[name] = accounted.label(images)
 
     threads = [threading.Thread(target=work, args=(i, shared if i % 2 else QueryLedger(path))) for i in range(4)]

@@ -60,7 +60,12 @@ def craft_pt2(legit: pathlib.Path, out: pathlib.Path, marker: pathlib.Path) -> N
         return data
 
     _rewrite_zip(out, mark_pickled)
-    _rewrite_zip(out, lambda name, data: pickle.dumps(_TouchOnUnpickle(marker)) if name.endswith("weights/" + victim["file"]) else data)
+    _rewrite_zip(
+        out,
+        lambda name, data: (
+            pickle.dumps(_TouchOnUnpickle(marker)) if name.endswith("weights/" + victim["file"]) else data
+        ),
+    )
 
 
 @pytest.fixture(scope="module")

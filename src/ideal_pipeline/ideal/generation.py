@@ -150,7 +150,10 @@ def train_generator(
         # The weights *before* this step's update produced the batch being scored.
         best.offer(losses[step])
         # One read from the device per step, only when stopping early is asked for.
-        if settings.stop_at_hit_rate is not None and (logits.argmax(1) == y).float().mean() >= settings.stop_at_hit_rate:
+        if (
+            settings.stop_at_hit_rate is not None
+            and (logits.argmax(1) == y).float().mean() >= settings.stop_at_hit_rate
+        ):
             steps = step + 1
             break
         optimizer.zero_grad(set_to_none=True)

@@ -94,7 +94,5 @@ def build_classifier(architecture: str, channels: int, num_classes: int, image_s
     try:
         cls = ARCHITECTURES[architecture]
     except KeyError:
-        raise ValueError(
-            f"unknown architecture {architecture!r}; choose one of {sorted(ARCHITECTURES)}"
-        ) from None
+        raise ValueError(f"unknown architecture {architecture!r}; choose one of {sorted(ARCHITECTURES)}") from None
     return cls(channels=channels, num_classes=num_classes, image_size=image_size)

@@ -38,9 +38,9 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS labels (
@@ -107,7 +107,7 @@ def new_holder() -> str:
 
 def holder_alive(holder: str) -> bool | None:
     """True/False for a holder on this machine; None when it is on another machine (unknown)."""
-    host, pid, started, call = holder.split("|")
+    host, pid, started, _call = holder.split("|")
     if host != socket.gethostname():
         return None
     if int(pid) == os.getpid():

@@ -15,8 +15,8 @@ import hashlib
 import io
 import json
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors import SafetensorError
@@ -49,7 +49,7 @@ class _ExportedClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.graph_module(x)
 
-    def train(self, mode: bool = True) -> "_ExportedClassifier":
+    def train(self, mode: bool = True) -> _ExportedClassifier:
         return self  # torch.export forbids train()/eval(); its graph is fixed in eval mode
 
 
@@ -221,7 +221,10 @@ class LocalModelTeacher:
         @torch.inference_mode()
         def top1(images: torch.Tensor) -> torch.Tensor:
             return torch.cat(
-                [model(images[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(images), batch_size)]
+                [
+                    model(images[i : i + batch_size].to(device)).argmax(1).cpu()
+                    for i in range(0, len(images), batch_size)
+                ]
             )
 
         self._top1: Callable[[torch.Tensor], torch.Tensor] = top1

@@ -114,7 +114,7 @@ def self_test(model: nn.Module, input_shape: tuple[int, int, int], device: str) 
         try:
             with torch.inference_mode():
                 logits = model(images)
-        except Exception as error:  # torch raises many types; the owner needs the model's own words here
+        except Exception as error:  # noqa: BLE001  (torch raises many types; the owner needs the model's own words)
             reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300] if str(error).strip() else ''}"
             raise ModelSelfTestError(
                 f"the model fails on a batch of {batch} image(s) of (C, H, W) = {input_shape} ({reason}); "

@@ -31,8 +31,12 @@ def _scoring(method: str, rounds: int) -> Pipeline:
     return Pipeline(
         [
             score_round_students(namespace, rounds),
-            node(summarize_baseline, [f"{namespace}.accuracy_vs_queries", round_dataset(namespace, rounds, "pool_summary")],
-                 f"{namespace}.metrics", name="summarize_baseline"),  # fmt: skip
+            node(
+                summarize_baseline,
+                [f"{namespace}.accuracy_vs_queries", round_dataset(namespace, rounds, "pool_summary")],
+                f"{namespace}.metrics",
+                name="summarize_baseline",
+            ),
         ],
         namespace=namespace,
         prefix_datasets_with_namespace=False,

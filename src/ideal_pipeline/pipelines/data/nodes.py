@@ -46,6 +46,9 @@ def load_real_data(params: dict[str, Any]) -> tuple[Split, Split, Split]:
     test = realdata.subsample(test, params.get("test_limit"), params["seed"] + 1)
     logger.info(
         "real data: %d train, %d validation, %d test images of shape %s",
-        len(train["labels"]), len(validation["labels"]), len(test["labels"]), tuple(train["images"].shape[1:]),
-    )  # fmt: skip
+        len(train["labels"]),
+        len(validation["labels"]),
+        len(test["labels"]),
+        tuple(train["images"].shape[1:]),
+    )
     return train, validation, test

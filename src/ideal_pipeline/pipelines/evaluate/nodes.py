@@ -63,14 +63,15 @@ def score_students(
             {
                 "round": round_index,
                 "queries_used": summary["queries_used"],
-                "validation_accuracy": _accuracy(predict(student, real_validation["images"], device),
-                                                 real_validation["labels"]),
+                "validation_accuracy": _accuracy(
+                    predict(student, real_validation["images"], device), real_validation["labels"]
+                ),
                 "student_accuracy": _accuracy(test_predictions, real_test["labels"]),
                 "agreement": _accuracy(test_predictions, teacher_test_predictions),
                 "smallest_class_count": min(summary["class_counts"]),
                 "target_hit_rate": summary.get("target_hit_rate"),
             }
-        )  # fmt: skip
+        )
     return pd.DataFrame(rows)
 
 
@@ -129,10 +130,14 @@ def summarize_metrics(
     }
     logger.info(
         "student %.2f%% (last %d rounds %.2f%%, re-distilled %.2f%%), validation %.2f%%, teacher %.2f%%, %d queries",
-        100 * metrics["student_accuracy"], LAST_ROUNDS, 100 * metrics[f"student_accuracy_last{LAST_ROUNDS}_mean"],
-        100 * metrics["redistilled_student_accuracy"], 100 * metrics["validation_accuracy"],
-        100 * metrics["teacher_accuracy"], metrics["queries_used"],
-    )  # fmt: skip
+        100 * metrics["student_accuracy"],
+        LAST_ROUNDS,
+        100 * metrics[f"student_accuracy_last{LAST_ROUNDS}_mean"],
+        100 * metrics["redistilled_student_accuracy"],
+        100 * metrics["validation_accuracy"],
+        100 * metrics["teacher_accuracy"],
+        metrics["queries_used"],
+    )
     return metrics
 
 
@@ -153,18 +158,25 @@ def plot_accuracy_curve(accuracy_vs_queries: pd.DataFrame, metrics: dict[str, An
     axes.plot(queries, 100 * accuracy_vs_queries["validation_accuracy"], alpha=0.7, label="student, validation split")
     axes.plot(queries, 100 * accuracy_vs_queries["agreement"], alpha=0.5, label="agreement with teacher")
     axes.axhline(100 * metrics["teacher_accuracy"], color="grey", linestyle="--", label="teacher")
-    axes.scatter([metrics["queries_used"]], [100 * metrics["redistilled_student_accuracy"]], color="red", zorder=3,
-                 label="re-distilled (0 extra queries)")  # fmt: skip
-    axes.set(xlabel="teacher queries", ylabel="accuracy (%)", title="IDEAL: student accuracy against queries",
-             ylim=(0, 100))  # fmt: skip
+    axes.scatter(
+        [metrics["queries_used"]],
+        [100 * metrics["redistilled_student_accuracy"]],
+        color="red",
+        zorder=3,
+        label="re-distilled (0 extra queries)",
+    )
+    axes.set(
+        xlabel="teacher queries", ylabel="accuracy (%)", title="IDEAL: student accuracy against queries", ylim=(0, 100)
+    )
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right")
     figure.tight_layout()
     return figure
 
 
-def plot_class_coverage(pool_summaries: dict[str, Callable[[], dict[str, Any]]], final_summary: dict[str, Any],
-                        teacher_api: dict[str, Any]) -> Figure:  # fmt: skip
+def plot_class_coverage(
+    pool_summaries: dict[str, Callable[[], dict[str, Any]]], final_summary: dict[str, Any], teacher_api: dict[str, Any]
+) -> Figure:
     """Share of the teacher's labels per class as queries grow: a class it never gives cannot be learned."""
     summaries = [load() for _, load in _by_round(pool_summaries, final_summary["round"])]
     queries = [s["queries_used"] for s in summaries]
@@ -174,8 +186,12 @@ def plot_class_coverage(pool_summaries: dict[str, Callable[[], dict[str, Any]]],
     figure = Figure(figsize=(7, 4.5), dpi=110)
     axes = figure.subplots()
     axes.stackplot(queries, shares, labels=[str(n) for n in names])
-    axes.set(xlabel="teacher queries", ylabel="share of the teacher's labels (%)", ylim=(0, 100),
-             title="Class coverage of the labelled pool")  # fmt: skip
+    axes.set(
+        xlabel="teacher queries",
+        ylabel="share of the teacher's labels (%)",
+        ylim=(0, 100),
+        title="Class coverage of the labelled pool",
+    )
     axes.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     figure.tight_layout()
     return figure

@@ -14,12 +14,20 @@ def score_round_students(namespace: str, rounds: int) -> node:
     """The method's student after every round, on the validation split and the test set."""
     return node(
         score_students,
-        [f"{namespace}.round_students", f"{namespace}.pool_summaries", round_dataset(namespace, rounds, "pool_summary"),
-         "real_validation", "real_test", "teacher_test_predictions", "teacher_api", "params:ideal.student",
-         "params:compute"],
+        [
+            f"{namespace}.round_students",
+            f"{namespace}.pool_summaries",
+            round_dataset(namespace, rounds, "pool_summary"),
+            "real_validation",
+            "real_test",
+            "teacher_test_predictions",
+            "teacher_api",
+            "params:ideal.student",
+            "params:compute",
+        ],
         f"{namespace}.accuracy_vs_queries",
         name="score_students",
-    )  # fmt: skip
+    )
 
 
 def create_pipeline(rounds: int = 1, **kwargs) -> Pipeline:
@@ -29,18 +37,40 @@ def create_pipeline(rounds: int = 1, **kwargs) -> Pipeline:
             score_round_students(IDEAL, rounds),
             node(
                 summarize_metrics,
-                [f"{IDEAL}.accuracy_vs_queries", "redistilled_student", final_summary, "real_validation", "real_test",
-                 "teacher_test_predictions", "teacher_metrics", "teacher_api", "params:ideal.student",
-                 "params:ideal.batch_size", "params:compute"],
+                [
+                    f"{IDEAL}.accuracy_vs_queries",
+                    "redistilled_student",
+                    final_summary,
+                    "real_validation",
+                    "real_test",
+                    "teacher_test_predictions",
+                    "teacher_metrics",
+                    "teacher_api",
+                    "params:ideal.student",
+                    "params:ideal.batch_size",
+                    "params:compute",
+                ],
                 "ideal_metrics",
                 name="summarize_metrics",
-            ),  # fmt: skip
-            node(plot_accuracy_curve, [f"{IDEAL}.accuracy_vs_queries", "ideal_metrics"], "accuracy_vs_queries_plot",
-                 name="plot_accuracy_curve"),  # fmt: skip
-            node(plot_class_coverage, [f"{IDEAL}.pool_summaries", final_summary, "teacher_api"], "class_coverage_plot",
-                 name="plot_class_coverage"),  # fmt: skip
-            node(plot_synthetic_grid, [f"{IDEAL}.labelled_pool", final_summary, "teacher_api", "params:evaluate"],
-                 "synthetic_grid_plot", name="plot_synthetic_grid"),  # fmt: skip
+            ),
+            node(
+                plot_accuracy_curve,
+                [f"{IDEAL}.accuracy_vs_queries", "ideal_metrics"],
+                "accuracy_vs_queries_plot",
+                name="plot_accuracy_curve",
+            ),
+            node(
+                plot_class_coverage,
+                [f"{IDEAL}.pool_summaries", final_summary, "teacher_api"],
+                "class_coverage_plot",
+                name="plot_class_coverage",
+            ),
+            node(
+                plot_synthetic_grid,
+                [f"{IDEAL}.labelled_pool", final_summary, "teacher_api", "params:evaluate"],
+                "synthetic_grid_plot",
+                name="plot_synthetic_grid",
+            ),
         ],
         namespace="evaluate",  # one box in kedro-viz; dataset names stay as they are
         prefix_datasets_with_namespace=False,

@@ -49,7 +49,9 @@ def describe_external_teacher(real_test: dict[str, torch.Tensor], params: dict[s
             "set external_teacher.input_shape to the teacher's input, and data.* to a matching test set"
         )
     if int(real_test["labels"].max()) >= card["num_classes"]:
-        raise ValueError(f"test labels go up to {int(real_test['labels'].max())} but the teacher has {card['num_classes']} classes")
+        raise ValueError(
+            f"test labels go up to {int(real_test['labels'].max())} but the teacher has {card['num_classes']} classes"
+        )
     return card
 
 
@@ -60,5 +62,14 @@ def label_test_set(
     teacher = accounted_teacher(params, teacher_api, ledger, max_queries=params["evaluation_max_queries"])
     predictions = teacher.label(real_test["images"], tag="external_teacher/test_set")
     accuracy = (predictions == real_test["labels"]).float().mean().item()
-    logger.info("external teacher: %.2f%% on %d test images (%d paid now)", 100 * accuracy, len(predictions), teacher.queries_sent)
-    return predictions, {"teacher_accuracy": accuracy, "test_samples": len(predictions), "evaluation_queries": ledger.paid_queries()}
+    logger.info(
+        "external teacher: %.2f%% on %d test images (%d paid now)",
+        100 * accuracy,
+        len(predictions),
+        teacher.queries_sent,
+    )
+    return predictions, {
+        "teacher_accuracy": accuracy,
+        "test_samples": len(predictions),
+        "evaluation_queries": ledger.paid_queries(),
+    }

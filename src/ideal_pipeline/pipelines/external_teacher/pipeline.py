@@ -7,7 +7,12 @@ def create_pipeline(**kwargs) -> Pipeline:
     """Replaces the `teacher` pipeline: produces the same `teacher_api`, predictions and metrics."""
     return Pipeline(
         [
-            node(describe_external_teacher, ["real_test", "params:external_teacher"], "teacher_api", name="describe_external_teacher"),
+            node(
+                describe_external_teacher,
+                ["real_test", "params:external_teacher"],
+                "teacher_api",
+                name="describe_external_teacher",
+            ),
             node(
                 label_test_set,
                 ["real_test", "teacher_api", "evaluation_query_ledger", "params:external_teacher"],

@@ -25,9 +25,9 @@ from ideal_pipeline.runtime import (
     input_shape,
     load_student,
     round_seed,
-    use_compute,
     settings_from,
     state_to_tensors,
+    use_compute,
 )
 from ideal_pipeline.teacher.blackbox import check_planned_spend
 from ideal_pipeline.teacher.connect import accounted_teacher
@@ -38,7 +38,10 @@ logger = logging.getLogger(__name__)
 
 def _generator_settings(params: dict[str, Any]) -> generation.GeneratorSettings:
     settings = settings_from(
-        generation.GeneratorSettings, params, "ideal.generator", ignore=("target_sampling", "target_prior", "target_cap")
+        generation.GeneratorSettings,
+        params,
+        "ideal.generator",
+        ignore=("target_sampling", "target_prior", "target_cap"),
     )
     settings.betas = tuple(settings.betas)
     return settings
@@ -69,7 +72,13 @@ def run_tag(method: str, seed: int, round_index: int | None = None) -> str:
 
 
 def plan_queries(
-    method: str, ledger: QueryLedger, rounds: int, batch_size: int, label_mirrors: bool, seed: int, access: dict[str, Any]
+    method: str,
+    ledger: QueryLedger,
+    rounds: int,
+    batch_size: int,
+    label_mirrors: bool,
+    seed: int,
+    access: dict[str, Any],
 ) -> dict[str, Any]:
     """Round 0: the run's planned queries against its budget and what the ledger already holds.
 
@@ -128,9 +137,16 @@ def train_generator(
     settings = _generator_settings(params)
     initial_state = None if previous_generator is None else _generator_state(previous_generator)
     result = generation.train_generator(
-        student, targets, settings, size, channels,
-        seed=round_seed(seed, round_index), device=device, initial_state=initial_state, precision=precision,
-    )  # fmt: skip
+        student,
+        targets,
+        settings,
+        size,
+        channels,
+        seed=round_seed(seed, round_index),
+        device=device,
+        initial_state=initial_state,
+        precision=precision,
+    )
     log = {
         "round": round_index,
         "losses": result.losses,
@@ -155,7 +171,9 @@ def initialize_generator(
     with torch.random.fork_rng(devices=[]):  # Generator() initialises from the global RNG
         torch.manual_seed(round_seed(seed, round_index))
         state = Generator(params["nz"], params["ngf"], size, channels).state_dict()
-    noise = torch.randn(batch_size, params["nz"], generator=torch.Generator().manual_seed(round_seed(seed, round_index)))
+    noise = torch.randn(
+        batch_size, params["nz"], generator=torch.Generator().manual_seed(round_seed(seed, round_index))
+    )
     log = {"round": round_index, "targets": None}
     return _generator_artifact(state, noise, torch.zeros(batch_size, dtype=torch.int64)), log
 
@@ -176,9 +194,14 @@ def materialize_synthetic(
     channels, size, _ = input_shape(teacher_api)
     device, precision = use_compute(compute)
     images = generation.generate_images(
-        _generator_state(generator), generator["noise"], _generator_settings(params), size, channels, device,
+        _generator_state(generator),
+        generator["noise"],
+        _generator_settings(params),
+        size,
+        channels,
+        device,
         precision=precision,
-    )  # fmt: skip
+    )
     return _with_mirrors(generation.quantize(images), label_mirrors)
 
 
@@ -204,7 +227,11 @@ def draw_gaussian_noise(teacher_api, previous_summary, batch_size, label_mirrors
 
 
 def sample_real_images(
-    real_train: dict[str, torch.Tensor], previous_summary: dict[str, Any], batch_size: int, label_mirrors: bool, seed: int
+    real_train: dict[str, torch.Tensor],
+    previous_summary: dict[str, Any],
+    batch_size: int,
+    label_mirrors: bool,
+    seed: int,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Upper bound: real training images in a seeded order, as many per round as IDEAL labels.
 
@@ -292,9 +319,15 @@ def distill_student(
     momentum = {k.removeprefix(MOMENTUM_PREFIX): v for k, v in student_state.items() if k.startswith(MOMENTUM_PREFIX)}
     started = time.perf_counter()
     losses = distill(
-        student, images, labels, settings, seed=round_seed(seed, round_index), device=device, precision=precision,
+        student,
+        images,
+        labels,
+        settings,
+        seed=round_seed(seed, round_index),
+        device=device,
+        precision=precision,
         momentum=momentum if settings.keep_optimizer else None,
-    )  # fmt: skip
+    )
     counts = torch.tensor(previous_summary["class_counts"]) + torch.bincount(
         teacher_labels, minlength=len(previous_summary["class_counts"])
     )
@@ -314,10 +347,15 @@ def distill_student(
     hit_rate = summary["target_hit_rate"]
     logger.info(
         "%s round %d | queries %d/%d (paid now %d) | targets hit %s | rarest class %d | distill loss %.3f (%.1f s)",
-        summary["method"], round_index, summary["queries_used"], summary["planned_queries"],
+        summary["method"],
+        round_index,
+        summary["queries_used"],
+        summary["planned_queries"],
         labelling_receipt["queries_paid_now"],
-        "-" if hit_rate is None else f"{100 * hit_rate:.0f}%", summary["smallest_class_count"],
-        summary["distill_loss"], time.perf_counter() - started,
-    )  # fmt: skip
+        "-" if hit_rate is None else f"{100 * hit_rate:.0f}%",
+        summary["smallest_class_count"],
+        summary["distill_loss"],
+        time.perf_counter() - started,
+    )
     kept = {MOMENTUM_PREFIX + k: v for k, v in momentum.items()} if settings.keep_optimizer else {}
     return {**state_to_tensors(student.cpu()), **kept}, summary

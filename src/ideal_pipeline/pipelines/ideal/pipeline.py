@@ -49,11 +49,19 @@ def _image_source(method: str, reinitialize: bool, round_index: int) -> list:
         return [
             node(
                 nodes.train_generator,
-                [*previous, "teacher_api", "params:ideal.generator", "params:ideal.student", "params:ideal.batch_size",
-                 "params:ideal.seed", "params:compute", *continued],
+                [
+                    *previous,
+                    "teacher_api",
+                    "params:ideal.generator",
+                    "params:ideal.student",
+                    "params:ideal.batch_size",
+                    "params:ideal.seed",
+                    "params:compute",
+                    *continued,
+                ],
                 ["generator", "image_source_log"],
                 name="train_generator",
-            ),  # fmt: skip
+            ),
             node(
                 nodes.materialize_synthetic,
                 ["generator", "teacher_api", "params:ideal.generator", "params:ideal.label_mirrors", "params:compute"],
@@ -66,11 +74,16 @@ def _image_source(method: str, reinitialize: bool, round_index: int) -> list:
         return [
             node(
                 nodes.initialize_generator,
-                ["previous_pool_summary", "teacher_api", "params:ideal.generator", "params:ideal.batch_size",
-                 "params:ideal.seed"],
+                [
+                    "previous_pool_summary",
+                    "teacher_api",
+                    "params:ideal.generator",
+                    "params:ideal.batch_size",
+                    "params:ideal.seed",
+                ],
                 ["generator", "image_source_log"],
                 name="initialize_generator",
-            ),  # fmt: skip
+            ),
             node(
                 nodes.materialize_synthetic,
                 ["generator", "teacher_api", "params:ideal.generator", "params:ideal.label_mirrors", "params:compute"],
@@ -79,8 +92,14 @@ def _image_source(method: str, reinitialize: bool, round_index: int) -> list:
             ),
         ]
     if method == "real_data":
-        return [node(nodes.sample_real_images, ["real_train", *plan], ["synthetic_images", "image_source_log"],
-                     name="sample_real_images")]  # fmt: skip
+        return [
+            node(
+                nodes.sample_real_images,
+                ["real_train", *plan],
+                ["synthetic_images", "image_source_log"],
+                name="sample_real_images",
+            )
+        ]
     draw = nodes.draw_uniform_noise if method == "uniform_noise" else nodes.draw_gaussian_noise
     return [node(draw, ["teacher_api", *plan], ["synthetic_images", "image_source_log"], name=draw.__name__)]
 
@@ -96,32 +115,54 @@ def _round(namespace: str, method: str, reinitialize: bool, round_index: int) ->
         *_image_source(method, reinitialize, round_index),
         node(
             nodes.label_with_teacher,
-            ["synthetic_images", "previous_pool_summary", "teacher_api", "teacher_query_ledger",
-             "params:ideal.teacher_access", "params:ideal.seed"],
+            [
+                "synthetic_images",
+                "previous_pool_summary",
+                "teacher_api",
+                "teacher_query_ledger",
+                "params:ideal.teacher_access",
+                "params:ideal.seed",
+            ],
             ["teacher_labels", "labelling_receipt"],
             name="label_with_teacher",
-        ),  # fmt: skip
+        ),
         node(
             nodes.distill_student,
-            ["previous_student", "previous_pool_summary", "labelled_pool", "synthetic_images", "teacher_labels",
-             "image_source_log", "labelling_receipt", "teacher_api", "params:ideal.distill",
-             "params:ideal.student", "params:ideal.seed", "params:compute"],
+            [
+                "previous_student",
+                "previous_pool_summary",
+                "labelled_pool",
+                "synthetic_images",
+                "teacher_labels",
+                "image_source_log",
+                "labelling_receipt",
+                "teacher_api",
+                "params:ideal.distill",
+                "params:ideal.student",
+                "params:ideal.seed",
+                "params:compute",
+            ],
             ["student", "pool_summary"],
             name="distill_student",
-        ),  # fmt: skip
+        ),
     ]
     round_pipeline = Pipeline(steps)
     # The ledger and the pool reader belong to the method, not to the round.
-    method_level = {"teacher_query_ledger": f"{namespace}.teacher_query_ledger",
-                    "labelled_pool": f"{namespace}.labelled_pool"}  # fmt: skip
+    method_level = {
+        "teacher_query_ledger": f"{namespace}.teacher_query_ledger",
+        "labelled_pool": f"{namespace}.labelled_pool",
+    }
     used = round_pipeline.inputs()
     return Pipeline(
         [round_pipeline],
         namespace=f"{namespace}.round_{round_index:03d}",
-        inputs={**{k: v for k, v in previous.items() if k in used}, **method_level,
-                **{name: name for name in SHARED_INPUTS if name in used}},
+        inputs={
+            **{k: v for k, v in previous.items() if k in used},
+            **method_level,
+            **{name: name for name in SHARED_INPUTS if name in used},
+        },
         parameters={p for p in round_pipeline.inputs() if p.startswith("params:")},
-    )  # fmt: skip
+    )
 
 
 def create_method_pipeline(method: str, rounds: int, reinitialize: bool = True) -> Pipeline:
@@ -133,11 +174,17 @@ def create_method_pipeline(method: str, rounds: int, reinitialize: bool = True) 
         [
             node(
                 update_wrapper(partial(nodes.plan_queries, method), nodes.plan_queries),
-                ["teacher_query_ledger", "params:ideal.rounds", "params:ideal.batch_size",
-                 "params:ideal.label_mirrors", "params:ideal.seed", "params:ideal.teacher_access"],
+                [
+                    "teacher_query_ledger",
+                    "params:ideal.rounds",
+                    "params:ideal.batch_size",
+                    "params:ideal.label_mirrors",
+                    "params:ideal.seed",
+                    "params:ideal.teacher_access",
+                ],
                 "query_plan",
                 name="plan_queries",
-            ),  # fmt: skip
+            ),
             node(
                 nodes.initialize_student,
                 ["query_plan", "teacher_api", "params:ideal.student", "params:ideal.seed"],

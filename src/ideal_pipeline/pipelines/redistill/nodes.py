@@ -39,9 +39,14 @@ def redistill_student(
     images, labels = labelled_pool.load(final_summary["round"])
     started = time.perf_counter()
     losses = distill(
-        student, images, labels, settings_from(DistillSettings, params["distill"], "redistill.distill"),
-        seed=params["seed"], device=device, precision=precision,
-    )  # fmt: skip
+        student,
+        images,
+        labels,
+        settings_from(DistillSettings, params["distill"], "redistill.distill"),
+        seed=params["seed"],
+        device=device,
+        precision=precision,
+    )
     seconds = time.perf_counter() - started
     logger.info("re-distilled on %d pooled samples, %d epochs, 0 queries, %.0f s", len(labels), len(losses), seconds)
     return state_to_tensors(student.cpu()), {"epoch_losses": losses, "pool_size": len(labels), "queries_used": 0}

@@ -10,11 +10,18 @@ def create_pipeline(rounds: int = 1, **kwargs) -> Pipeline:
         [
             node(
                 redistill_student,
-                [round_dataset(IDEAL, rounds, "student"), round_dataset(IDEAL, rounds, "pool_summary"),
-                 f"{IDEAL}.labelled_pool", "teacher_api", "params:redistill", "params:ideal.student", "params:compute"],
+                [
+                    round_dataset(IDEAL, rounds, "student"),
+                    round_dataset(IDEAL, rounds, "pool_summary"),
+                    f"{IDEAL}.labelled_pool",
+                    "teacher_api",
+                    "params:redistill",
+                    "params:ideal.student",
+                    "params:compute",
+                ],
                 ["redistilled_student", "redistill_log"],
                 name="redistill_student",
-            )  # fmt: skip
+            )
         ],
         namespace="redistill",  # one box in kedro-viz; dataset names stay as they are
         prefix_datasets_with_namespace=False,

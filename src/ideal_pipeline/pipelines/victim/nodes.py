@@ -30,16 +30,26 @@ def train_victim_teacher(
     model = build_classifier(params["architecture"], channels, int(params["num_classes"]), size)
     started = time.perf_counter()
     losses = train_classifier(
-        model, images, labels, params["epochs"], params["batch_size"], params["lr"],
-        params["weight_decay"], params["seed"], device, precision=torch.float32,
-    )  # fmt: skip
+        model,
+        images,
+        labels,
+        params["epochs"],
+        params["batch_size"],
+        params["lr"],
+        params["weight_decay"],
+        params["seed"],
+        device,
+        precision=torch.float32,
+    )
     seconds = time.perf_counter() - started
     logger.info("victim teacher trained: %d epochs in %.0f s, final loss %.4f", params["epochs"], seconds, losses[-1])
     example = images[:2].float().div(255.0)
     return (model.cpu().eval(), example), {"epoch_losses": losses, "seconds": seconds}
 
 
-def evaluate_victim_teacher(victim_teacher: nn.Module, real_test: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+def evaluate_victim_teacher(
+    victim_teacher: nn.Module, real_test: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, dict[str, Any]]:
     """The owner's own test predictions and accuracy of the served model file."""
     predictions = predict(victim_teacher, real_test["images"], torch.device("cpu"))
     accuracy = (predictions == real_test["labels"]).float().mean().item()
@@ -47,7 +57,9 @@ def evaluate_victim_teacher(victim_teacher: nn.Module, real_test: dict[str, torc
     return predictions, {"teacher_accuracy": accuracy, "test_samples": len(predictions)}
 
 
-def publish_teacher_api(victim_teacher: nn.Module, real_test: dict[str, torch.Tensor], params: dict[str, Any]) -> dict[str, Any]:
+def publish_teacher_api(
+    victim_teacher: nn.Module, real_test: dict[str, torch.Tensor], params: dict[str, Any]
+) -> dict[str, Any]:
     """What the owner tells API users: input shape, classes, and where to send images."""
     channels, height, width = real_test["images"].shape[1:]
     with torch.inference_mode():
