@@ -155,14 +155,19 @@ def describe(configs: list[tuple]) -> dict[tuple, str]:
     return {c: ", ".join(f"{k}={json.loads(d[k]) if k in d else None}" for k in varying) for c, d in as_dicts.items()}
 
 
-def table_rows(runs: list[Run]) -> list[dict[str, Any]]:
-    """One row per configuration and method, with the accuracy statistics over its seeds."""
+def by_configuration(runs: list[Run]) -> dict[str, list[Run]]:
+    """The runs grouped into configurations (their seeds), each named by what sets it apart."""
     groups: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
         groups[configuration(run)].append(run)
     names = describe(list(groups))
+    return {names[config]: seeds for config, seeds in groups.items()}
+
+
+def table_rows(runs: list[Run]) -> list[dict[str, Any]]:
+    """One row per configuration and method, with the accuracy statistics over its seeds."""
     rows = []
-    for config, seeds in groups.items():
+    for name, seeds in by_configuration(runs).items():
         entries = [(method, label, key, [r.metrics for r in seeds]) for method, label, key in IDEAL_ROWS]
         methods = sorted({m for r in seeds for m in r.baselines})
         entries += [
@@ -174,7 +179,7 @@ def table_rows(runs: list[Run]) -> list[dict[str, Any]]:
             validation = [m[VALIDATION[key]] for m in metrics if VALIDATION[key] in m]
             rows.append(
                 {
-                    "configuration": names[config],
+                    "configuration": name,
                     "method": method,
                     "row": label,
                     "queries": metrics[0]["queries_used"],
@@ -196,18 +201,14 @@ def table_rows(runs: list[Run]) -> list[dict[str, Any]]:
 
 def timing_rows(runs: list[Run]) -> list[dict[str, Any]]:
     """Mean seconds per step (summed over rounds) per configuration, over the runs that recorded them."""
-    groups: dict[tuple, list[Run]] = defaultdict(list)
-    for run in runs:
-        groups[configuration(run)].append(run)
-    names = describe(list(groups))
     rows = []
-    for config, seeds in groups.items():
+    for name, seeds in by_configuration(runs).items():
         steps = sorted({(stage, step) for r in seeds for stage, t in r.timing.items() for step in t})
         for stage, step in steps:
             values = [r.timing[stage][step] for r in seeds if step in r.timing.get(stage, {})]
             rows.append(
                 {
-                    "configuration": names[config],
+                    "configuration": name,
                     "stage": stage,
                     "step": step,
                     "runs": len(values),

@@ -15,20 +15,12 @@ import torch
 
 from ideal_pipeline.models.classifiers import LeNet
 from ideal_pipeline.teacher.http_client import HttpTeacher, TeacherRequestRejected, encode_batch
-from ideal_pipeline.teacher.local import load_model_file, save_model_file
+from ideal_pipeline.teacher.local import load_model_file
 from ideal_pipeline.teacher.server import Faults, ModelSelfTestError, create_app, serve_in_thread
 
 pytestmark = pytest.mark.timeout(120)
 TOKEN = "limits-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("teacher") / "lenet.pt"
-    save_model_file(LeNet(), path, torch.rand(2, 1, 28, 28))
-    return path
 
 
 def _app(model_file, **options):

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-from ideal_pipeline.models.classifiers import LeNet
 from ideal_pipeline.teacher.blackbox import AccountedTeacher
 from ideal_pipeline.teacher.http_client import (
     HttpTeacher,
@@ -25,19 +24,11 @@ from ideal_pipeline.teacher.http_client import (
     encode_batch,
 )
 from ideal_pipeline.teacher.ledger import QueryLedger
-from ideal_pipeline.teacher.local import load_model_file, save_model_file
+from ideal_pipeline.teacher.local import load_model_file
 from ideal_pipeline.teacher.server import Faults, client_id, create_app, serve_in_thread
 
 TOKEN = "s3cret-token-for-tests-only"
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("teacher") / "lenet.pt"
-    save_model_file(LeNet(), path, torch.rand(2, 1, 28, 28))
-    return path
 
 
 @pytest.fixture

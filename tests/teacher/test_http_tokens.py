@@ -12,23 +12,13 @@ import pytest
 import torch
 
 import ideal_pipeline
-from ideal_pipeline.models.classifiers import LeNet
 from ideal_pipeline.teacher import cli
 from ideal_pipeline.teacher.http_client import HttpTeacher
-from ideal_pipeline.teacher.local import save_model_file
 from ideal_pipeline.teacher.server import create_app, serve_in_thread
 from ideal_pipeline.teacher.tokens import TokenError, read_tokens
 
 pytestmark = pytest.mark.timeout(120)
 TOKEN = "tok-5ecret-value-for-tests"
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("teacher") / "lenet.pt"
-    save_model_file(LeNet(), path, torch.rand(2, 1, 28, 28))
-    return path
 
 
 def _leaks(text: str, token: str) -> bool:

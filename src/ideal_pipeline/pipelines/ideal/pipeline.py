@@ -40,6 +40,16 @@ def round_dataset(namespace: str, round_index: int, name: str) -> str:
     return f"{namespace}.round_{round_index:03d}.{name}"
 
 
+def _materialize_synthetic():
+    """The generator's images as stored uint8 samples (and their mirrors): IDEAL's and the untrained generator's."""
+    return node(
+        nodes.materialize_synthetic,
+        ["generator", "teacher_api", "params:ideal.generator", "params:ideal.label_mirrors", "params:compute"],
+        "synthetic_images",
+        name="materialize_synthetic",
+    )
+
+
 def _image_source(method: str, reinitialize: bool, round_index: int) -> list:
     """Nodes that make the round's `synthetic_images` (and an `image_source_log`)."""
     previous = ["previous_student", "previous_pool_summary"]
@@ -62,12 +72,7 @@ def _image_source(method: str, reinitialize: bool, round_index: int) -> list:
                 ["generator", "image_source_log"],
                 name="train_generator",
             ),
-            node(
-                nodes.materialize_synthetic,
-                ["generator", "teacher_api", "params:ideal.generator", "params:ideal.label_mirrors", "params:compute"],
-                "synthetic_images",
-                name="materialize_synthetic",
-            ),
+            _materialize_synthetic(),
         ]
     plan = ["previous_pool_summary", "params:ideal.batch_size", "params:ideal.label_mirrors", "params:ideal.seed"]
     if method == "untrained_generator":
@@ -84,12 +89,7 @@ def _image_source(method: str, reinitialize: bool, round_index: int) -> list:
                 ["generator", "image_source_log"],
                 name="initialize_generator",
             ),
-            node(
-                nodes.materialize_synthetic,
-                ["generator", "teacher_api", "params:ideal.generator", "params:ideal.label_mirrors", "params:compute"],
-                "synthetic_images",
-                name="materialize_synthetic",
-            ),
+            _materialize_synthetic(),
         ]
     if method == "real_data":
         return [
