@@ -25,7 +25,7 @@ def metrics(accuracy, queries=10_000, **extra):
     }
 
 
-def experiment(name, seed, accuracy, g_steps=20, baselines=None):
+def experiment(name, seed, accuracy, g_steps=20, baselines=None, finished="2026-11-28T01:00:00"):
     """One entry of `dvc exp show --json -A`, as DVC 3 writes it."""
     return {
         "revs": [
@@ -33,6 +33,7 @@ def experiment(name, seed, accuracy, g_steps=20, baselines=None):
                 "rev": f"{seed:040d}",
                 "name": name,
                 "data": {
+                    "timestamp": finished,
                     "params": {
                         "conf/base/parameters_ideal.yml": {
                             "data": {"ideal": {"seed": seed, "rounds": 20, "generator": {"g_steps": g_steps}}}
@@ -104,3 +105,22 @@ def test_a_project_run_is_read_through_the_config_loader(ran_project):
     assert run.metrics["queries_used"] == 80
     assert "ideal" in run.timing and any(step.endswith("train_generator") for step in run.timing["ideal"])
     json.dumps(run.params)
+
+
+def test_a_seed_run_twice_counts_once_the_later_run_kept():
+    rerun = [
+        {
+            "rev": "b" * 40,
+            "name": "main",
+            "data": {},
+            "experiments": [
+                # DVC lists the newest first: the order of the list must not decide, the time does.
+                experiment("again", 0, 0.70, finished="2026-11-28T02:00:00"),
+                experiment("first", 0, 0.50),
+                experiment("other", 1, 0.60),
+            ],
+        }
+    ]
+    rows = {r["row"]: r for r in reporting.table_rows(reporting.runs_from_dvc_json(rerun))}
+    final = rows["IDEAL, final student"]
+    assert final["seeds"] == 2 and final["test_mean"] == pytest.approx(0.65)

@@ -21,6 +21,7 @@ import subprocess
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,14 @@ METRICS = "data/08_reporting/evaluate/metrics.json"
 BASELINE_METRICS = "data/08_reporting/baselines_metrics.json"
 TIMING = "data/08_reporting/timing"
 # Parameters that do not make a different configuration: the seed is what we average over; the
-# budget cap and request size change what may be spent, not what is learned.
+# budget cap and request size change what may be spent, not what is learned; which baselines ran
+# beside IDEAL does not change IDEAL either.
 NOT_CONFIGURATION = (
     "ideal.seed",
     "compute.num_threads",
     "ideal.teacher_access.max_queries",
     "ideal.teacher_access.max_batch",
+    "baselines.methods",
 )
 # The rows of a configuration, in order: (method, label, metrics key of the accuracy).
 IDEAL_ROWS = (
@@ -55,6 +58,7 @@ class Run:
     metrics: dict[str, Any]
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
     timing: dict[str, dict[str, float]] = field(default_factory=dict)
+    finished: str = ""  # ISO time the run's results were recorded: a later run of a seed replaces an earlier one
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -82,7 +86,8 @@ def runs_from_dvc_json(exp_show: list[dict[str, Any]]) -> list[Run]:
         for entry in (data.get("params") or {}).values():
             params.update(flatten(entry.get("data", {})))
         timing = {Path(p).stem: m for p, m in metrics.items() if p.startswith(TIMING + "/")}
-        runs.append(Run(name, params, metrics[METRICS], metrics.get(BASELINE_METRICS) or {}, timing))
+        finished = data.get("timestamp") or ""
+        runs.append(Run(name, params, metrics[METRICS], metrics.get(BASELINE_METRICS) or {}, timing, finished))
 
     for commit in exp_show:
         if commit.get("rev") == "workspace":
@@ -123,6 +128,7 @@ def run_from_project(project: Path, env: str | None = None) -> Run:
         json.loads(metrics_path.read_text()),
         json.loads(baselines.read_text()) if baselines.is_file() else {},
         timing,
+        datetime.fromtimestamp(metrics_path.stat().st_mtime).isoformat(),
     )
 
 
@@ -157,11 +163,11 @@ def describe(configs: list[tuple]) -> dict[tuple, str]:
 
 def by_configuration(runs: list[Run]) -> dict[str, list[Run]]:
     """The runs grouped into configurations (their seeds), each named by what sets it apart."""
-    groups: dict[tuple, list[Run]] = defaultdict(list)
-    for run in runs:
-        groups[configuration(run)].append(run)
+    groups: dict[tuple, dict[Any, Run]] = defaultdict(dict)
+    for run in sorted(runs, key=lambda r: r.finished):  # one run per seed: the latest of a seed counts
+        groups[configuration(run)][run.params.get("ideal.seed")] = run
     names = describe(list(groups))
-    return {names[config]: seeds for config, seeds in groups.items()}
+    return {names[config]: list(seeds.values()) for config, seeds in groups.items()}
 
 
 def table_rows(runs: list[Run]) -> list[dict[str, Any]]:
