@@ -1,0 +1,42 @@
+"""The project as a user meets it: public Kedro API only, a graph kedro-viz draws at once."""
+
+from pathlib import Path
+
+from kedro.framework.startup import bootstrap_project
+
+from tests.conftest import REPO
+
+# kedro-viz asks before drawing when visible nodes + 1.5 x visible edges exceed this (its source: rJ=1e3).
+KEDRO_VIZ_LARGE_GRAPH = 1000
+
+
+def test_no_private_kedro_api():
+    sources = [p.read_text() for p in (REPO / "src").rglob("*.py")]
+    assert not [s for s in sources if "_pipelines_module" in s]
+
+
+def top_level(name: str, namespaced: set[str]) -> str:
+    """The element kedro-viz shows for `name` when every namespace is collapsed."""
+    head = name.removeprefix("params:").split(".")[0]
+    return head if head in namespaced else name
+
+
+def test_kedro_viz_draws_the_default_pipeline_without_the_large_graph_prompt(monkeypatch):
+    from kedro.framework.project import pipelines
+    from kedro_viz.data_access.repositories.modular_pipelines import ModularPipelinesRepository
+
+    monkeypatch.chdir(REPO)
+    bootstrap_project(Path(REPO))
+    default = pipelines["__default__"]  # 100 rounds: the default parameters
+    assert len(default.nodes) > 400
+    repository = ModularPipelinesRepository()
+    repository.populate_tree(default)
+    shown = repository.as_dict()["__root__"].children
+    namespaced = {n.namespace.split(".")[0] for n in default.nodes if n.namespace}
+    edges = set()
+    for node in default.nodes:
+        here = top_level(node.name, namespaced)
+        edges |= {(top_level(i, namespaced), here) for i in node.inputs if top_level(i, namespaced) != here}
+        edges |= {(here, top_level(o, namespaced)) for o in node.outputs if top_level(o, namespaced) != here}
+    assert len(shown) + 1.5 * len(edges) < KEDRO_VIZ_LARGE_GRAPH, (len(shown), len(edges))
+    assert {"data", "victim", "ideal", "redistill", "evaluate"} <= namespaced
