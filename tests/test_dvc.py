@@ -49,6 +49,28 @@ def test_stages_read_only_the_parameters_their_nodes_read():
     assert "ideal.student" in params["redistill"] and "redistill" not in params["ideal"]
 
 
+def test_dvc_exp_set_param_can_rewrite_every_setting_file(tmp_path):
+    """`dvc exp run -S FILE:key=value` rewrites the file through Hydra, which fails on ${globals:...}."""
+    import yaml
+    from dvc.utils.hydra import apply_overrides
+
+    paths_only = {"parameters_victim_api.yml"}  # paths shared with the catalog: not experiment settings
+    files = sorted((REPO / "conf" / "base").glob("parameters_*.yml"))
+    assert len(files) > 5
+    for original in files:
+        if original.name in paths_only:
+            continue
+        copy = tmp_path / original.name
+        shutil.copy(original, copy)
+        section, values = next(iter(yaml.safe_load(original.read_text()).items()))
+        scalars = [(k, v) for k, v in values.items() if isinstance(v, int | float | str) and not isinstance(v, bool)]
+        key, value = scalars[0] if scalars else next((k, v) for k, v in values.items() if isinstance(v, list))
+        new_value = value + 1 if isinstance(value, int | float) else value
+        override = f"{section}.{key}={'[' + ','.join(map(str, value)) + ']' if isinstance(value, list) else new_value}"
+        apply_overrides(copy, [override])
+        assert yaml.safe_load(copy.read_text())[section][key] == new_value, original.name
+
+
 def test_stage_outputs_cover_every_persisted_output():
     from ideal_pipeline.dvc_stages import build_stages
 

@@ -74,13 +74,16 @@ class VictimParams(Section):
     lr: PositiveFloat
     weight_decay: NonNegativeFloat
     seed: Seed
-    published_model_path: str
 
     @model_validator(mode="after")
     def _one_name_per_class(self) -> VictimParams:
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise ValueError(f"class_names has {len(self.class_names)} names for num_classes={self.num_classes}")
         return self
+
+
+class VictimApiParams(Section):
+    published_model_path: str
 
 
 class StudentParams(Section):
@@ -180,6 +183,7 @@ class Parameters(Section):
     data: DataParams
     compute: ComputeParams
     victim: VictimParams
+    victim_api: VictimApiParams
     ideal: IdealParams
     baselines: BaselinesParams
     redistill: RedistillParams

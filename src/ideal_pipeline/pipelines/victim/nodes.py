@@ -58,7 +58,10 @@ def evaluate_victim_teacher(
 
 
 def publish_teacher_api(
-    victim_teacher: nn.Module, real_test: dict[str, torch.Tensor], params: dict[str, Any]
+    victim_teacher: nn.Module,
+    real_test: dict[str, torch.Tensor],
+    params: dict[str, Any],
+    api_params: dict[str, Any],
 ) -> dict[str, Any]:
     """What the owner tells API users: input shape, classes, and where to send images."""
     channels, height, width = real_test["images"].shape[1:]
@@ -66,7 +69,7 @@ def publish_teacher_api(
         victim_teacher(torch.zeros(1, channels, height, width))  # the published shape must work
     return {
         "kind": "model_file",
-        "model_path": params["published_model_path"],
+        "model_path": api_params["published_model_path"],
         "input_shape": [int(channels), int(height), int(width)],
         "num_classes": int(params["num_classes"]),
         "class_names": list(params.get("class_names") or range(params["num_classes"])),
