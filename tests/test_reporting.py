@@ -124,3 +124,31 @@ def test_a_seed_run_twice_counts_once_the_later_run_kept():
     rows = {r["row"]: r for r in reporting.table_rows(reporting.runs_from_dvc_json(rerun))}
     final = rows["IDEAL, final student"]
     assert final["seeds"] == 2 and final["test_mean"] == pytest.approx(0.65)
+
+
+def test_only_finished_experiments_and_the_checked_out_commits_run_count_older_metrics_skipped():
+    old_commit_run = {
+        "timestamp": "2026-11-27T01:00:00",
+        "params": {"conf/base/parameters_ideal.yml": {"data": {"ideal": {"seed": 0, "rounds": 20}}}},
+        "metrics": {reporting.METRICS: {"data": {**metrics(0.40), "student_accuracy_last5_mean": None}}},
+    }
+    del old_commit_run["metrics"][reporting.METRICS]["data"]["student_accuracy_last5_mean"]  # older code
+    head = "c" * 40
+    exp_show = [
+        {"rev": "workspace", "data": {}},
+        {
+            "rev": head,
+            "name": "main",
+            "data": {},
+            "experiments": [
+                experiment("s1", 1, 0.62),
+                {**experiment("s2", 2, 0.83), "executor": {"state": "running"}},  # shows its base's metrics
+                {**experiment("s3", 3, 0.83), "executor": {"state": "queued"}},
+            ],
+        },
+        {"rev": "d" * 40, "name": "older", "data": old_commit_run},
+    ]
+    assert [r.name for r in reporting.runs_from_dvc_json(exp_show, head)] == ["s1"]
+    everything = reporting.runs_from_dvc_json(exp_show)
+    rows = [r for r in reporting.table_rows(everything) if r["row"] == "IDEAL, mean of the last 5 rounds"]
+    assert [r["seeds"] for r in rows] == [1]  # the older run has no such metric: no row of NaNs, no KeyError

@@ -37,6 +37,8 @@ NOT_CONFIGURATION = (
     "ideal.teacher_access.max_queries",
     "ideal.teacher_access.max_batch",
     "baselines.methods",
+    "victim_api.published_model_path",  # where the victim's file lies, not how it was trained
+    "victim.published_model_path",  # the same, where older runs kept it
 )
 # The rows of a configuration, in order: (method, label, metrics key of the accuracy).
 IDEAL_ROWS = (
@@ -74,8 +76,9 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- sources
 
 
-def runs_from_dvc_json(exp_show: list[dict[str, Any]]) -> list[Run]:
-    """Runs out of `dvc exp show --json -A`: every experiment, and every commit that has metrics."""
+def runs_from_dvc_json(exp_show: list[dict[str, Any]], head: str | None = None) -> list[Run]:
+    """Runs out of `dvc exp show --json -A`: every experiment, and every commit that has metrics
+    (only `head`'s when given: older commits hold runs of older code)."""
     runs = []
 
     def add(name: str, data: dict[str, Any]) -> None:
@@ -92,9 +95,11 @@ def runs_from_dvc_json(exp_show: list[dict[str, Any]]) -> list[Run]:
     for commit in exp_show:
         if commit.get("rev") == "workspace":
             continue
-        if commit.get("data"):
+        if commit.get("data") and head in (None, commit.get("rev")):
             add(commit.get("name") or commit["rev"][:7], commit["data"])
         for experiment in commit.get("experiments") or []:
+            if (experiment.get("executor") or {}).get("state") not in (None, "success"):
+                continue  # queued, running or failed: DVC shows its base commit's metrics beside its own params
             for rev in experiment.get("revs", [])[:1]:  # the experiment's final state
                 add(experiment.get("name") or rev["rev"][:7], rev.get("data") or {})
     return runs
@@ -110,7 +115,8 @@ def runs_from_dvc(repo: Path) -> list[Run]:
     )
     if done.returncode:
         raise RuntimeError(f"`dvc exp show --json -A` failed in {repo}: {done.stderr.strip()[-500:]}")
-    return runs_from_dvc_json(json.loads(done.stdout))
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
+    return runs_from_dvc_json(json.loads(done.stdout), head.stdout.strip())
 
 
 def run_from_project(project: Path, env: str | None = None) -> Run:
@@ -180,7 +186,10 @@ def table_rows(runs: list[Run]) -> list[dict[str, Any]]:
             (m, m.replace("_", " "), "student_accuracy", [r.baselines[m] for r in seeds if m in r.baselines])
             for m in methods
         ]
-        for method, label, key, metrics in entries:
+        for method, label, key, all_metrics in entries:
+            metrics = [m for m in all_metrics if key in m]  # runs of older code may lack a newer metric
+            if not metrics:
+                continue
             stats_test = summarize([m[key] for m in metrics])
             validation = [m[VALIDATION[key]] for m in metrics if VALIDATION[key] in m]
             rows.append(
