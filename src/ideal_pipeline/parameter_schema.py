@@ -114,6 +114,7 @@ class DistillParams(Section):
     momentum: Annotated[float, Field(ge=0, le=1)]
     weight_decay: NonNegativeFloat
     epochs: PositiveInt
+    min_steps: Count = 0
     keep_optimizer: bool = False
     logit_adjustment: NonNegativeFloat = 0.0
 

@@ -89,3 +89,24 @@ def test_a_continued_generator_starts_from_the_given_weights():
         if "running" not in key and "num_batches" not in key:
             assert torch.equal(continued.state_dict[key], value), key
     assert not torch.equal(fresh.state_dict["body.2.weight"], earlier.state_dict["body.2.weight"])
+
+
+def test_min_steps_adds_passes_over_a_small_pool_and_the_last_one_is_partial():
+    images = torch.randint(0, 256, (100, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (100,))
+    seen = []
+    losses = distill(
+        LeNet(), images, labels, DistillSettings(batch_size=25, min_steps=10), seed=0, device=CPU, progress=seen.append
+    )
+    assert len(seen) == 10 and sum(seen) == 250
+    assert len(losses) == 3
+
+
+def test_min_steps_below_one_pass_changes_nothing():
+    images = torch.randint(0, 256, (100, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (100,))
+    students = [seeded_student(), seeded_student()]
+    for student, min_steps in zip(students, (0, 3)):
+        distill(student, images, labels, DistillSettings(batch_size=25, min_steps=min_steps), seed=0, device=CPU)
+    for key, value in students[0].state_dict().items():
+        assert torch.equal(value, students[1].state_dict()[key]), key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,9 @@ class DistillSettings:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     epochs: int = 1
+    # At least this many SGD steps per call: the early rounds' pools are a few hundred images, so one
+    # pass is one or two steps and the student (the generator's only guide) stays near chance.
+    min_steps: int = 0
     # Carry SGD's momentum from round to round, as the reference code's one optimiser for the whole
     # run does (issue #13); false restarts it every round.
     keep_optimizer: bool = False
@@ -46,7 +50,9 @@ def distill(
     is the forward pass's autocast (torch.float32 or torch.bfloat16, or a setting string).
     `momentum` ({parameter name: SGD momentum buffer}, CPU tensors) continues an earlier optimiser
     instead of starting a fresh one, and is updated in place with the buffers it ends with.
-    Returns the mean loss of each epoch (read from the device once per epoch).
+    Trains `settings.epochs` passes over the pool, or more (the last one partial) until
+    `settings.min_steps` SGD steps are made. Returns the mean loss of each pass (read from the
+    device once per pass).
     """
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -61,10 +67,13 @@ def distill(
     images, labels = images.to(device), labels.to(device)
     adjustment = _logit_adjustment(labels, student, settings.logit_adjustment)
     epoch_losses = []
-    for _ in range(settings.epochs):
+    steps_left = max(settings.epochs * math.ceil(len(images) / settings.batch_size), settings.min_steps)
+    while steps_left > 0 and len(images):
         order = torch.randperm(len(images), generator=rng).to(device)
         meter = LossMeter(device)
-        for start in range(0, len(order), settings.batch_size):
+        starts = range(0, len(order), settings.batch_size)[:steps_left]
+        steps_left -= len(starts)
+        for start in starts:
             index = order[start : start + settings.batch_size]
             with autocast(device, precision):
                 loss = F.cross_entropy(student(to_float(images[index])) + adjustment, labels[index])
@@ -78,7 +87,7 @@ def distill(
     if momentum is not None:
         momentum.clear()
         momentum.update(momentum_buffers(student, optimizer))
-    return epoch_losses
+    return epoch_losses or [0.0]
 
 
 def _logit_adjustment(labels: torch.Tensor, student: nn.Module, tau: float) -> torch.Tensor | float:
