@@ -129,7 +129,11 @@ def test_a_seed_run_twice_counts_once_the_later_run_kept():
 def test_only_finished_experiments_and_the_checked_out_commits_run_count_older_metrics_skipped():
     old_commit_run = {
         "timestamp": "2026-11-27T01:00:00",
-        "params": {"conf/base/parameters_ideal.yml": {"data": {"ideal": {"seed": 0, "rounds": 20}}}},
+        "params": {
+            "conf/base/parameters_ideal.yml": {
+                "data": {"ideal": {"seed": 0, "rounds": 20, "generator": {"g_steps": 20}}}
+            }
+        },
         "metrics": {reporting.METRICS: {"data": {**metrics(0.40), "student_accuracy_last5_mean": None}}},
     }
     del old_commit_run["metrics"][reporting.METRICS]["data"]["student_accuracy_last5_mean"]  # older code
@@ -152,3 +156,32 @@ def test_only_finished_experiments_and_the_checked_out_commits_run_count_older_m
     everything = reporting.runs_from_dvc_json(exp_show)
     rows = [r for r in reporting.table_rows(everything) if r["row"] == "IDEAL, mean of the last 5 rounds"]
     assert [r["seeds"] for r in rows] == [1]  # the older run has no such metric: no row of NaNs, no KeyError
+    assert [r["seed_list"] for r in reporting.table_rows(everything) if r["row"] == "IDEAL, final student"] == ["0 1"]
+    assert [r["seed_list"] for r in rows] == ["1"]  # the seeds counted, not every seed of the configuration
+
+
+def test_the_record_keeps_runs_a_later_report_no_longer_sees(tmp_path):
+    record = tmp_path / "runs.json"
+    first, later = EXP_SHOW[1]["experiments"][:2], EXP_SHOW[1]["experiments"][1:3]
+    reporting.write_record(reporting.runs_from_dvc_json([{"rev": "a" * 40, "experiments": first}]), record)
+    new = reporting.runs_from_dvc_json([{"rev": "a" * 40, "experiments": later}])  # s0 is gone, s1 seen again
+    merged = reporting.merge_runs(reporting.read_record(record), new)
+    assert sorted(r.name for r in merged) == ["s0", "s1", "s2"]
+    final = next(r for r in reporting.table_rows(merged) if r["row"] == "IDEAL, final student")
+    assert final["seeds"] == 3 and final["test_mean"] == pytest.approx(0.62)
+
+
+def test_a_report_from_the_record_alone_rewrites_it_unchanged(tmp_path):
+    record = tmp_path / "runs.json"
+    reporting.write_record(reporting.runs_from_dvc_json(EXP_SHOW), record)
+    before = record.read_text()
+    paths = reporting.main(["--record", str(record), "--out-dir", str(tmp_path / "out")])
+    assert record.read_text() == before
+    assert "| ideal.generator.g_steps=20 | IDEAL, final student | 10,000 | 3 | 62.0 ± 2.0 |" in paths["md"].read_text()
+
+
+def test_a_record_that_is_not_one_is_a_clear_error(tmp_path):
+    record = tmp_path / "runs.json"
+    record.write_text('[{"accuracy": 0.5}]')
+    with pytest.raises(ValueError, match="not a run record"):
+        reporting.read_record(record)

@@ -2,6 +2,11 @@
 
     python -m ideal_pipeline.reporting --dvc                 # every DVC experiment of this repository
     python -m ideal_pipeline.reporting --runs RUN_DIR ...    # project copies that ran `kedro run` (no DVC)
+    python -m ideal_pipeline.reporting                       # only the runs recorded earlier
+
+Every run reported is also kept in a record (`--record`, default benchmarks/results/runs.json, in
+git): DVC experiments live in one checkout's git refs and are gone with it, the record is not.
+Later reports merge the record with the new runs.
 
 A run is one `kedro run` of the default pipeline: its parameters and its metrics
 (`data/08_reporting/evaluate/metrics.json`, `baselines_metrics.json`, `timing/<stage>.json`).
@@ -20,7 +25,7 @@ import statistics
 import subprocess
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,7 @@ from typing import Any
 METRICS = "data/08_reporting/evaluate/metrics.json"
 BASELINE_METRICS = "data/08_reporting/baselines_metrics.json"
 TIMING = "data/08_reporting/timing"
+RECORD = Path("benchmarks/results/runs.json")
 # Parameters that do not make a different configuration: the seed is what we average over; the
 # budget cap and request size change what may be spent, not what is learned; which baselines ran
 # beside IDEAL does not change IDEAL either.
@@ -138,6 +144,32 @@ def run_from_project(project: Path, env: str | None = None) -> Run:
     )
 
 
+def read_record(path: Path) -> list[Run]:
+    """The runs an earlier report recorded (none when `path` does not exist yet)."""
+    if not path.is_file():
+        return []
+    try:
+        return [Run(**entry) for entry in json.loads(path.read_text())]
+    except (json.JSONDecodeError, TypeError) as error:
+        raise ValueError(f"{path} is not a run record written by this report: {error}") from error
+
+
+def merge_runs(recorded: list[Run], new: list[Run]) -> list[Run]:
+    """The recorded runs and the new ones; a run seen again (same name and finishing time) once."""
+    merged = {(r.name, r.finished): r for r in recorded}
+    merged.update({(r.name, r.finished): r for r in new})
+    return sorted(merged.values(), key=lambda r: (r.finished, r.name))
+
+
+def write_record(runs: list[Run], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(runs, key=lambda r: (r.finished, r.name))
+    text = json.dumps([asdict(r) for r in ordered], indent=1, sort_keys=True) + "\n"
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(text)
+    partial.replace(path)  # an interrupted report leaves the earlier record whole
+
+
 # ---------------------------------------------------------------------------------------------- statistics
 
 
@@ -180,16 +212,17 @@ def table_rows(runs: list[Run]) -> list[dict[str, Any]]:
     """One row per configuration and method, with the accuracy statistics over its seeds."""
     rows = []
     for name, seeds in by_configuration(runs).items():
-        entries = [(method, label, key, [r.metrics for r in seeds]) for method, label, key in IDEAL_ROWS]
+        entries = [(method, label, key, [(r, r.metrics) for r in seeds]) for method, label, key in IDEAL_ROWS]
         methods = sorted({m for r in seeds for m in r.baselines})
         entries += [
-            (m, m.replace("_", " "), "student_accuracy", [r.baselines[m] for r in seeds if m in r.baselines])
+            (m, m.replace("_", " "), "student_accuracy", [(r, r.baselines[m]) for r in seeds if m in r.baselines])
             for m in methods
         ]
         for method, label, key, all_metrics in entries:
-            metrics = [m for m in all_metrics if key in m]  # runs of older code may lack a newer metric
-            if not metrics:
+            counted = [(r, m) for r, m in all_metrics if key in m]  # runs of older code may lack a newer metric
+            if not counted:
                 continue
+            metrics = [m for _, m in counted]
             stats_test = summarize([m[key] for m in metrics])
             validation = [m[VALIDATION[key]] for m in metrics if VALIDATION[key] in m]
             rows.append(
@@ -199,14 +232,14 @@ def table_rows(runs: list[Run]) -> list[dict[str, Any]]:
                     "row": label,
                     "queries": metrics[0]["queries_used"],
                     "seeds": stats_test["n"],
-                    "seed_list": " ".join(str(r.params.get("ideal.seed")) for r in seeds),
+                    "seed_list": " ".join(str(r.params.get("ideal.seed")) for r, _ in counted),
                     "test_mean": stats_test["mean"],
                     "test_std": stats_test["std"],
                     "test_ci_low": stats_test["ci_low"],
                     "test_ci_high": stats_test["ci_high"],
                     "validation_mean": statistics.fmean(validation) if validation else math.nan,
                     "smallest_class_share_min": min(m.get("smallest_class_share", math.nan) for m in metrics),
-                    "teacher_accuracy_mean": statistics.fmean(r.metrics["teacher_accuracy"] for r in seeds),
+                    "teacher_accuracy_mean": statistics.fmean(r.metrics["teacher_accuracy"] for r, _ in counted),
                     "reference_code_queries": seeds[0].metrics.get("reference_code_queries"),
                     "dataset": seeds[0].params.get("data.source"),
                 }
@@ -244,7 +277,7 @@ def write_markdown(path: Path, rows: list[dict], timings: list[dict], command: s
     lines = [
         "# IDEAL against query-matched baselines",
         "",
-        f"Generated by `{command}` from {len({r['seed_list'] for r in rows})} group(s) of runs. Accuracy on the test",
+        f"Generated by `{command}` over {len({r['configuration'] for r in rows})} configuration(s). Accuracy on the test",
         "set in %, mean ± std over seeds with the 95% interval of the mean (Student's t); the validation split",
         "(held out of the training images) is what chooses settings. Fewer than 5 seeds: read the interval.",
         "",
@@ -322,15 +355,22 @@ def write_report(runs: list[Run], out_dir: Path, command: str) -> dict[str, Path
 
 def main(argv: list[str] | None = None) -> dict[str, Path]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    source = parser.add_mutually_exclusive_group(required=True)
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--dvc", nargs="?", const=".", type=Path, metavar="REPO", help="DVC experiments of REPO")
     source.add_argument("--runs", nargs="+", type=Path, metavar="DIR", help="project copies that ran `kedro run`")
     parser.add_argument("--env", default=None, help="Kedro environment the --runs used")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--record", type=Path, default=RECORD, help="runs recorded so far, merged and rewritten")
     args = parser.parse_args(argv)
-    runs = runs_from_dvc(args.dvc) if args.dvc else [run_from_project(p, args.env) for p in args.runs]
+    if args.dvc:
+        new = runs_from_dvc(args.dvc)
+    else:
+        new = [run_from_project(p, args.env) for p in args.runs or []]
+    runs = merge_runs(read_record(args.record), new)
     command = "python -m ideal_pipeline.reporting " + " ".join(sys.argv[1:] if argv is None else argv)
     paths = write_report(runs, args.out_dir, command)
+    write_record(runs, args.record)
+    paths["record"] = args.record
     print("\n".join(str(p) for p in paths.values()))
     return paths
 
