@@ -157,6 +157,6 @@ def test_a_typo_on_the_command_line_is_caught(base):
 
 def test_an_unknown_name_far_from_any_lists_the_valid_ones(base):
     with pytest.raises(
-        ParameterError, match=r"evaluate.zzz: unknown parameter; valid names here: grid_per_class, seed"
+        ParameterError, match=r"evaluate.zzz: unknown parameter; valid names here: score_every, grid_per_class, seed"
     ):
         validate_parameters(changed(base, "evaluate.zzz", 1))

@@ -185,3 +185,12 @@ def test_a_record_that_is_not_one_is_a_clear_error(tmp_path):
     record.write_text('[{"accuracy": 0.5}]')
     with pytest.raises(ValueError, match="not a run record"):
         reporting.read_record(record)
+
+
+def test_runs_whose_auto_precision_resolved_differently_are_two_configurations():
+    bf16, fp32 = experiment("amx", 0, 0.70), experiment("older-cpu", 1, 0.60)
+    bf16["revs"][0]["data"]["metrics"][reporting.METRICS]["data"]["precision"] = "bf16"
+    fp32["revs"][0]["data"]["metrics"][reporting.METRICS]["data"]["precision"] = "fp32"
+    runs = reporting.runs_from_dvc_json([{"rev": "e" * 40, "experiments": [bf16, fp32]}])
+    finals = [r for r in reporting.table_rows(runs) if r["row"] == "IDEAL, final student"]
+    assert sorted(r["configuration"] for r in finals) == ["compute.precision=bf16", "compute.precision=fp32"]

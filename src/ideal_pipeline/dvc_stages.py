@@ -96,7 +96,9 @@ def build_stages(project_path: Path, env: str | None = None) -> dict:
         deps |= {*_pipeline_code(stage), *SHARED_CODE} | ({RAW_DATA} if stage == "data" else set())
         params: dict[str, list[str]] = {}
         keys = {name.removeprefix("params:") for name in pipe.inputs() if name.startswith("params:")}
-        for key in sorted(keys | set(SHAPE_PARAMS.get(stage, []))):
+        keys |= set(SHAPE_PARAMS.get(stage, []))
+        keys = {k for k in keys if not any(k.startswith(other + ".") for other in keys)}  # a section covers its keys
+        for key in sorted(keys):
             params.setdefault(f"conf/base/parameters_{key.split('.')[0]}.yml", []).append(key)
         entry: dict = {"cmd": f"kedro run --pipelines {stage}", "deps": sorted(deps)}
         if params:

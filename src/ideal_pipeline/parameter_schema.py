@@ -162,6 +162,7 @@ class BaselinesParams(Section):
 
 
 class EvaluateParams(Section):
+    score_every: PositiveInt = 1
     grid_per_class: PositiveInt
     seed: Seed
 

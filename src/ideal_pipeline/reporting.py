@@ -59,6 +59,13 @@ VALIDATION = {
 }
 
 
+def resolved_compute(params: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """`compute.device` / `compute.precision` as the run resolved them ("auto" means different
+    arithmetic on different machines), where its metrics say so."""
+    resolved = {f"compute.{key}": metrics[key] for key in ("device", "precision") if key in metrics}
+    return {**params, **resolved}
+
+
 @dataclass
 class Run:
     name: str
@@ -96,6 +103,7 @@ def runs_from_dvc_json(exp_show: list[dict[str, Any]], head: str | None = None) 
             params.update(flatten(entry.get("data", {})))
         timing = {Path(p).stem: m for p, m in metrics.items() if p.startswith(TIMING + "/")}
         finished = data.get("timestamp") or ""
+        params = resolved_compute(params, metrics[METRICS])
         runs.append(Run(name, params, metrics[METRICS], metrics.get(BASELINE_METRICS) or {}, timing, finished))
 
     for commit in exp_show:
@@ -134,10 +142,11 @@ def run_from_project(project: Path, env: str | None = None) -> Run:
         raise FileNotFoundError(f"{metrics_path} is missing: did `kedro run` finish in {project}?")
     baselines = project / BASELINE_METRICS
     timing = {p.stem: json.loads(p.read_text()) for p in (project / TIMING).glob("*.json") if p.stem != "kedro_run"}
+    metrics = json.loads(metrics_path.read_text())
     return Run(
         project.name,
-        flatten(parameters_from_conf(project, env)),
-        json.loads(metrics_path.read_text()),
+        resolved_compute(flatten(parameters_from_conf(project, env)), metrics),
+        metrics,
         json.loads(baselines.read_text()) if baselines.is_file() else {},
         timing,
         datetime.fromtimestamp(metrics_path.stat().st_mtime).isoformat(),

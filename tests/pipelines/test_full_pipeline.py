@@ -47,6 +47,11 @@ def test_queries_used_is_rounds_times_samples_per_round(ran_project):
     assert metrics["teacher_accuracy"] > 0.5  # a real teacher, trained on real Fashion-MNIST
     rounds, batch = params["rounds"], params["batch_size"]
     assert metrics["reference_code_queries"] == batch * rounds * (rounds + 1) // 2
+    # What "auto" resolved to on this machine, so that runs on different CPUs are not mixed up.
+    from ideal_pipeline.runtime import resolve_precision
+
+    expected = "bf16" if resolve_precision("auto", "cpu") == torch.bfloat16 else "fp32"
+    assert (metrics["device"], metrics["precision"]) == ("cpu", expected)
 
 
 def test_each_round_labels_its_own_new_samples_exactly_once(ran_project):

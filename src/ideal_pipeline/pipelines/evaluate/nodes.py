@@ -50,12 +50,20 @@ def score_students(
     teacher_api: dict[str, Any],
     student_params: dict[str, Any],
     compute: dict[str, Any],
+    score_every: int = 1,
 ) -> pd.DataFrame:
-    """Per round: queries, validation and test accuracy, agreement with the teacher, class coverage."""
+    """Per scored round: queries, validation and test accuracy, agreement with the teacher, class coverage.
+
+    Every `score_every`-th round is scored, and always the last LAST_ROUNDS (the reported mean):
+    each student costs a pass over the validation and test images.
+    """
     device, _ = use_compute(compute)
-    summaries = dict(_by_round(pool_summaries, final_summary["round"]))
+    last_round = final_summary["round"]
+    summaries = dict(_by_round(pool_summaries, last_round))
     rows = []
-    for round_index, load in _by_round(round_students, final_summary["round"]):
+    for round_index, load in _by_round(round_students, last_round):
+        if round_index % score_every and round_index <= last_round - LAST_ROUNDS:
+            continue
         student = load_student(student_params["architecture"], teacher_api, load())
         summary = summaries[round_index]()
         test_predictions = predict(student, real_test["images"], device)
@@ -111,7 +119,7 @@ def summarize_metrics(
     compute: dict[str, Any],
 ) -> dict[str, Any]:
     """Headline metrics for `dvc metrics show`: the *final* students, never a best-on-test pick."""
-    device, _ = use_compute(compute)
+    device, precision = use_compute(compute)
     redistilled = load_student(student_params["architecture"], teacher_api, redistilled_student)
     redistilled_test = predict(redistilled, real_test["images"], device)
     rounds = int(final_summary["round"])
@@ -127,6 +135,10 @@ def summarize_metrics(
         # What the reference code would have paid for the same rounds: it re-labels its whole
         # (augmented) pool every round, B * r queries in round r. Computed, not run.
         "reference_code_queries": batch_size * rounds * (rounds + 1) // 2,
+        # What compute.device / compute.precision "auto" resolved to on this machine: the same
+        # parameters train in bf16 on a CPU with AMX or AVX512-BF16 and in fp32 on one without.
+        "device": device.type,
+        "precision": "bf16" if precision == torch.bfloat16 else "fp32",
     }
     logger.info(
         "student %.2f%% (last %d rounds %.2f%%, re-distilled %.2f%%), validation %.2f%%, teacher %.2f%%, %d queries",

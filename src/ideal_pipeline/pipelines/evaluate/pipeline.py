@@ -24,6 +24,7 @@ def score_round_students(namespace: str, rounds: int) -> node:
             "teacher_api",
             "params:ideal.student",
             "params:compute",
+            "params:evaluate.score_every",
         ],
         f"{namespace}.accuracy_vs_queries",
         name="score_students",
