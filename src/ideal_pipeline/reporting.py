@@ -43,6 +43,7 @@ NOT_CONFIGURATION = (
     "ideal.teacher_access.max_queries",
     "ideal.teacher_access.max_batch",
     "baselines.methods",
+    "evaluate.score_every",  # how many round students are scored, not how they were trained
     "victim_api.published_model_path",  # where the victim's file lies, not how it was trained
     "victim.published_model_path",  # the same, where older runs kept it
 )
