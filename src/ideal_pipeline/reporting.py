@@ -19,6 +19,7 @@ wall-clock table inside the Markdown.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import statistics
@@ -65,6 +66,16 @@ def resolved_compute(params: dict[str, Any], metrics: dict[str, Any]) -> dict[st
     arithmetic on different machines), where its metrics say so."""
     resolved = {f"compute.{key}": metrics[key] for key in ("device", "precision") if key in metrics}
     return {**params, **resolved}
+
+
+def with_compute(run: Run, device: str, precision: str) -> Run:
+    """`run` with the device and precision it ran in, told by the user, where its metrics do not say."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+    if {"device", "precision"} <= set(run.metrics):
+        return run
+    params = {**run.params, "compute.device": device, "compute.precision": precision}
+    return dataclasses.replace(run, params=params)
 
 
 @dataclass
@@ -371,11 +382,19 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--env", default=None, help="Kedro environment the --runs used")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--record", type=Path, default=RECORD, help="runs recorded so far, merged and rewritten")
+    parser.add_argument(
+        "--ran-on",
+        nargs=2,
+        metavar=("DEVICE", "PRECISION"),
+        help="what compute auto resolved to for the new runs whose metrics predate recording it (e.g. cpu bf16)",
+    )
     args = parser.parse_args(argv)
     if args.dvc:
         new = runs_from_dvc(args.dvc)
     else:
         new = [run_from_project(p, args.env) for p in args.runs or []]
+    if args.ran_on:
+        new = [with_compute(run, *args.ran_on) for run in new]
     runs = merge_runs(read_record(args.record), new)
     command = "python -m ideal_pipeline.reporting " + " ".join(sys.argv[1:] if argv is None else argv)
     paths = write_report(runs, args.out_dir, command)
