@@ -23,6 +23,7 @@ on a shared machine single runs move by tens of percent (CPU seconds are reporte
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import inspect
 import json
@@ -118,12 +119,19 @@ def result_row(stage, device, precision, work: float, seconds: tuple[float, floa
     }
 
 
+def known_fields(settings_class, values: dict) -> dict:
+    """The parameters `settings_class` takes: the pipeline's sections also hold node-level keys
+    (target sampling, ...), and a --source checkout may predate a newer setting."""
+    names = {field.name for field in dataclasses.fields(settings_class)}
+    return {key: value for key, value in values.items() if key in names}
+
+
 def time_generation(device, args, params) -> list[dict]:
     from ideal_pipeline.ideal.generation import GeneratorSettings, train_generator
     from ideal_pipeline.ideal.targets import balanced_targets
     from ideal_pipeline.models.classifiers import build_classifier
 
-    settings = GeneratorSettings(**{k: v for k, v in params["generator"].items() if k != "target_sampling"})
+    settings = GeneratorSettings(**known_fields(GeneratorSettings, params["generator"]))
     settings.g_steps, settings.betas = args.generator_steps, tuple(settings.betas)
     architecture, batch = params["student"]["architecture"], params["batch_size"]
     setting = f"B {batch}, ngf {settings.ngf}, {architecture} student, channels_last {settings.channels_last}"
@@ -144,7 +152,7 @@ def time_distillation(device, args, params) -> list[dict]:
 
     n = scaled(DISTILL_POOL, args)
     images, labels = uint8_pool(n)
-    settings = DistillSettings(**params["distill"])
+    settings = DistillSettings(**known_fields(DistillSettings, params["distill"]))
     setting = f"{n} images, batch {settings.batch_size}, {params['student']['architecture']} student"
     rows = []
     for precision in precisions(distill, device, args.precisions):

@@ -27,3 +27,13 @@ def test_the_speed_benchmark_writes_json_and_markdown_and_compares(tmp_path):
     assert "| prediction | cpu | float32 |" in (tmp_path / "first.md").read_text()
     run_speed("--compare", str(tmp_path / "first.json"), str(tmp_path / "second.json"), "--out", str(tmp_path / "both"))
     assert "first -> second" in (tmp_path / "both.md").read_text()
+
+
+def test_every_stage_runs_at_the_default_parameters(tmp_path):
+    # The generator and distillation settings come from conf/base: a new parameter there must not break it.
+    stages = "generation,distillation"
+    common = ["--stages", stages, "--repeats", "1", "--devices", "cpu", "--threads", "1", "--scale", "0.05"]
+    run_speed(*common, "--generator-steps", "1", "--precisions", "float32", "--out", str(tmp_path / "all"))
+    result = json.loads((tmp_path / "all.json").read_text())
+    assert sorted(r["stage"] for r in result["rows"]) == ["distillation", "generation"]
+    assert all(r["value"] > 0 for r in result["rows"])
