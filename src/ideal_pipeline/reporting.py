@@ -19,14 +19,13 @@ wall-clock table inside the Markdown.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import statistics
 import subprocess
 import sys
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -75,7 +74,7 @@ def with_compute(run: Run, device: str, precision: str) -> Run:
     if {"device", "precision"} <= set(run.metrics):
         return run
     params = {**run.params, "compute.device": device, "compute.precision": precision}
-    return dataclasses.replace(run, params=params)
+    return replace(run, params=params)
 
 
 @dataclass
