@@ -71,10 +71,8 @@ def with_compute(run: Run, device: str, precision: str) -> Run:
     """`run` with the device and precision it ran in, told by the user, where its metrics do not say."""
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
-    if {"device", "precision"} <= set(run.metrics):
-        return run
-    params = {**run.params, "compute.device": device, "compute.precision": precision}
-    return replace(run, params=params)
+    told = {**run.params, "compute.device": device, "compute.precision": precision}
+    return replace(run, params=resolved_compute(told, run.metrics))
 
 
 @dataclass
@@ -178,7 +176,7 @@ def merge_runs(recorded: list[Run], new: list[Run]) -> list[Run]:
     """The recorded runs and the new ones; a run seen again (same name and finishing time) once."""
     merged = {(r.name, r.finished): r for r in recorded}
     merged.update({(r.name, r.finished): r for r in new})
-    return sorted(merged.values(), key=lambda r: (r.finished, r.name))
+    return list(merged.values())
 
 
 def write_record(runs: list[Run], path: Path) -> None:

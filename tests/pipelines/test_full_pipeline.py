@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from ideal_pipeline.pipeline_registry import parameters_from_conf
+from ideal_pipeline.runtime import resolve_precision
 from ideal_pipeline.teacher.blackbox import QueryBudgetExceeded
 from tests.conftest import run_kedro
 
@@ -48,8 +49,6 @@ def test_queries_used_is_rounds_times_samples_per_round(ran_project):
     rounds, batch = params["rounds"], params["batch_size"]
     assert metrics["reference_code_queries"] == batch * rounds * (rounds + 1) // 2
     # What "auto" resolved to on this machine, so that runs on different CPUs are not mixed up.
-    from ideal_pipeline.runtime import resolve_precision
-
     expected = "bf16" if resolve_precision("auto", "cpu") == torch.bfloat16 else "fp32"
     assert (metrics["device"], metrics["precision"]) == ("cpu", expected)
 
