@@ -175,9 +175,37 @@ def test_a_report_from_the_record_alone_rewrites_it_unchanged(tmp_path):
     record = tmp_path / "runs.json"
     reporting.write_record(reporting.runs_from_dvc_json(EXP_SHOW), record)
     before = record.read_text()
-    paths = reporting.main(["--record", str(record), "--out-dir", str(tmp_path / "out")])
+    paths = reporting.main(["--record", str(record), "--out-dir", str(tmp_path / "out"), "--defaults", str(tmp_path)])
     assert record.read_text() == before
     assert "| ideal.generator.g_steps=20 | IDEAL, final student | 10,000 | 3 | 62.0 ± 2.0 |" in paths["md"].read_text()
+
+
+def test_configurations_are_named_by_what_they_change_from_the_defaults(tmp_path):
+    runs = reporting.runs_from_dvc_json(EXP_SHOW)
+
+    def finals(defaults):
+        return sorted(
+            r["configuration"] for r in reporting.table_rows(runs, defaults) if r["row"] == "IDEAL, final student"
+        )
+
+    assert finals({"ideal.rounds": 20, "ideal.generator.g_steps": 20}) == ["defaults", "ideal.generator.g_steps=10"]
+    assert finals({"ideal.rounds": 100, "ideal.generator.g_steps": 10}) == [
+        "ideal.generator.g_steps=20, ideal.rounds=20",
+        "ideal.rounds=20",
+    ]
+    assert finals(None) == ["ideal.generator.g_steps=10", "ideal.generator.g_steps=20"]
+    one = [r for r in runs if r.name == "g10"]
+    assert next(r["configuration"] for r in reporting.table_rows(one, {"ideal.rounds": 100})) == "ideal.rounds=20"
+
+    (tmp_path / "conf" / "base").mkdir(parents=True)
+    (tmp_path / "conf" / "local").mkdir()
+    (tmp_path / "conf" / "base" / "parameters_ideal.yml").write_text("ideal: {rounds: 20, generator: {g_steps: 10}}\n")
+    reporting.write_record(runs, tmp_path / "runs.json")
+    out = reporting.main(
+        ["--record", str(tmp_path / "runs.json"), "--out-dir", str(tmp_path), "--defaults", str(tmp_path)]
+    )
+    assert "| ideal.generator.g_steps=20 | IDEAL, final student | 10,000 | 3 |" in out["md"].read_text()
+    assert "| defaults | IDEAL, final student | 10,000 | 1 |" in out["md"].read_text()
 
 
 def test_a_record_that_is_not_one_is_a_clear_error(tmp_path):
@@ -194,6 +222,12 @@ def test_runs_whose_auto_precision_resolved_differently_are_two_configurations()
     runs = reporting.runs_from_dvc_json([{"rev": "e" * 40, "experiments": [bf16, fp32]}])
     finals = [r for r in reporting.table_rows(runs) if r["row"] == "IDEAL, final student"]
     assert sorted(r["configuration"] for r in finals) == ["compute.precision=bf16", "compute.precision=fp32"]
+    # the defaults leave it to auto: named where configurations differ in it, and always in the compute column
+    auto = {"compute.precision": "auto", "ideal.rounds": 20, "ideal.generator.g_steps": 20}
+    named = {r["configuration"]: r["compute"] for r in reporting.table_rows(runs, auto) if r["method"] == "ideal"}
+    assert named == {"compute.precision=bf16": "? bf16", "compute.precision=fp32": "? fp32"}
+    alone = reporting.table_rows(runs[:1], auto)
+    assert {(r["configuration"], r["compute"]) for r in alone} == {("defaults", "? bf16")}
 
 
 def test_ran_on_fills_in_the_precision_only_where_the_metrics_do_not_say(tmp_path):

@@ -162,6 +162,15 @@ def run_from_project(project: Path, env: str | None = None) -> Run:
     )
 
 
+def project_defaults(project: Path, env: str | None = None) -> dict[str, Any] | None:
+    """The flat parameters of a Kedro project's conf (None where `project` has no conf/base)."""
+    if not (project / "conf" / "base").is_dir():
+        return None
+    from ideal_pipeline.pipeline_registry import parameters_from_conf
+
+    return flatten(parameters_from_conf(project, env))
+
+
 def read_record(path: Path) -> list[Run]:
     """The runs an earlier report recorded (none when `path` does not exist yet)."""
     if not path.is_file():
@@ -206,30 +215,41 @@ def configuration(run: Run) -> tuple:
     return tuple(sorted((k, json.dumps(v)) for k, v in run.params.items() if k not in NOT_CONFIGURATION))
 
 
-def describe(configs: list[tuple]) -> dict[tuple, str]:
-    """Name each configuration by the parameters that set it apart from the others."""
-    if len(configs) == 1:
-        return {configs[0]: "defaults"}
+def describe(configs: list[tuple], defaults: dict[str, Any] | None = None) -> dict[tuple, str]:
+    """Name each configuration by the parameters that set it apart from the others or, given the
+    project's flat parameters (`defaults`), by those that differ from them ("defaults" when none)."""
     as_dicts = {c: dict(c) for c in configs}
-    varying = sorted(
-        {k for d in as_dicts.values() for k in d if len({json.dumps(x.get(k)) for x in as_dicts.values()}) > 1}
-    )
-    return {c: ", ".join(f"{k}={json.loads(d[k]) if k in d else None}" for k in varying) for c, d in as_dicts.items()}
+    keys = sorted({k for d in as_dicts.values() for k in d})
+    varying = [k for k in keys if len({x.get(k) for x in as_dicts.values()}) > 1]
+    default_values = {k: json.dumps(v) for k, v in (defaults or {}).items()}
+
+    def shown(d: dict[str, str]) -> list[str]:
+        if defaults is None:
+            return varying
+        # A parameter the project no longer has, or leaves to `auto` (the compute the run resolved; the
+        # table's compute column), is named only where the configurations differ in it.
+        pinned = {k: v for k, v in default_values.items() if v != '"auto"'}
+        return [k for k in keys if (d.get(k) != pinned[k] if k in pinned else k in varying)]
+
+    return {
+        c: ", ".join(f"{k}={json.loads(d[k]) if k in d else None}" for k in shown(d)) or "defaults"
+        for c, d in as_dicts.items()
+    }
 
 
-def by_configuration(runs: list[Run]) -> dict[str, list[Run]]:
+def by_configuration(runs: list[Run], defaults: dict[str, Any] | None = None) -> dict[str, list[Run]]:
     """The runs grouped into configurations (their seeds), each named by what sets it apart."""
     groups: dict[tuple, dict[Any, Run]] = defaultdict(dict)
     for run in sorted(runs, key=lambda r: r.finished):  # one run per seed: the latest of a seed counts
         groups[configuration(run)][run.params.get("ideal.seed")] = run
-    names = describe(list(groups))
+    names = describe(list(groups), defaults)
     return {names[config]: list(seeds.values()) for config, seeds in groups.items()}
 
 
-def table_rows(runs: list[Run]) -> list[dict[str, Any]]:
+def table_rows(runs: list[Run], defaults: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One row per configuration and method, with the accuracy statistics over its seeds."""
     rows = []
-    for name, seeds in by_configuration(runs).items():
+    for name, seeds in by_configuration(runs, defaults).items():
         entries = [(method, label, key, [(r, r.metrics) for r in seeds]) for method, label, key in IDEAL_ROWS]
         methods = sorted({m for r in seeds for m in r.baselines})
         entries += [
@@ -260,15 +280,16 @@ def table_rows(runs: list[Run]) -> list[dict[str, Any]]:
                     "teacher_accuracy_mean": statistics.fmean(r.metrics["teacher_accuracy"] for r, _ in counted),
                     "reference_code_queries": seeds[0].metrics.get("reference_code_queries"),
                     "dataset": seeds[0].params.get("data.source"),
+                    "compute": " ".join(str(seeds[0].params.get(f"compute.{k}", "?")) for k in ("device", "precision")),
                 }
             )
     return rows
 
 
-def timing_rows(runs: list[Run]) -> list[dict[str, Any]]:
+def timing_rows(runs: list[Run], defaults: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Mean seconds per step (summed over rounds) per configuration, over the runs that recorded them."""
     rows = []
-    for name, seeds in by_configuration(runs).items():
+    for name, seeds in by_configuration(runs, defaults).items():
         steps = sorted({(stage, step) for r in seeds for stage, t in r.timing.items() for step in t})
         for stage, step in steps:
             values = [r.timing[stage][step] for r in seeds if step in r.timing.get(stage, {})]
@@ -291,22 +312,30 @@ def _percent(value: float) -> str:
     return "-" if math.isnan(value) else f"{100 * value:.1f}"
 
 
-def write_markdown(path: Path, rows: list[dict], timings: list[dict], command: str) -> None:
+def write_markdown(path: Path, rows: list[dict], timings: list[dict], command: str, from_defaults: bool) -> None:
+    naming = (
+        "Configurations are named by the parameters they change from the project's defaults (conf/base;"
+        " `defaults` when none); compute: the device and precision `auto` resolved to."
+        if from_defaults
+        else "Configurations are named by the parameters that set them apart."
+    )
     lines = [
         "# IDEAL against query-matched baselines",
         "",
         f"Generated by `{command}` over {len({r['configuration'] for r in rows})} configuration(s). Accuracy on the test",
         "set in %, mean ± std over seeds with the 95% interval of the mean (Student's t); the validation split",
         "(held out of the training images) is what chooses settings. Fewer than 5 seeds: read the interval.",
+        naming,
         "",
-        "| configuration | method | queries | seeds | test accuracy | 95% interval | validation | rarest class share (min) | teacher |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| configuration | method | queries | seeds | test accuracy | 95% interval | validation | rarest class share (min) | teacher | compute |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['configuration']} | {r['row']} | {r['queries']:,} | {r['seeds']} | {_percent(r['test_mean'])} ± "
             f"{_percent(r['test_std'])} | [{_percent(r['test_ci_low'])}, {_percent(r['test_ci_high'])}] | "
-            f"{_percent(r['validation_mean'])} | {_percent(r['smallest_class_share_min'])} | {_percent(r['teacher_accuracy_mean'])} |"
+            f"{_percent(r['validation_mean'])} | {_percent(r['smallest_class_share_min'])} | {_percent(r['teacher_accuracy_mean'])} | "
+            f"{r['compute']} |"
         )
     reference = {r["configuration"]: r["reference_code_queries"] for r in rows if r["reference_code_queries"]}
     if reference:
@@ -353,12 +382,14 @@ def plot(rows: list[dict], path: Path) -> None:
     figure.savefig(path)
 
 
-def write_report(runs: list[Run], out_dir: Path, command: str) -> dict[str, Path]:
+def write_report(
+    runs: list[Run], out_dir: Path, command: str, defaults: dict[str, Any] | None = None
+) -> dict[str, Path]:
     import pandas as pd
 
     if not runs:
         raise ValueError("no finished runs to report (no metrics found)")
-    rows, timings = table_rows(runs), timing_rows(runs)
+    rows, timings = table_rows(runs, defaults), timing_rows(runs, defaults)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "md": out_dir / "comparison.md",
@@ -366,7 +397,7 @@ def write_report(runs: list[Run], out_dir: Path, command: str) -> dict[str, Path
         "png": out_dir / "accuracy_vs_queries.png",
     }
     pd.DataFrame(rows).to_csv(paths["csv"], index=False)
-    write_markdown(paths["md"], rows, timings, command)
+    write_markdown(paths["md"], rows, timings, command, defaults is not None)
     plot(rows, paths["png"])
     return paths
 
@@ -378,6 +409,13 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     source.add_argument("--runs", nargs="+", type=Path, metavar="DIR", help="project copies that ran `kedro run`")
     parser.add_argument("--env", default=None, help="Kedro environment the --runs used")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--defaults",
+        type=Path,
+        default=Path("."),
+        metavar="PROJECT",
+        help="name configurations by what they change from this project's parameters (default: here)",
+    )
     parser.add_argument("--record", type=Path, default=RECORD, help="runs recorded so far, merged and rewritten")
     parser.add_argument(
         "--ran-on",
@@ -394,7 +432,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         new = [with_compute(run, *args.ran_on) for run in new]
     runs = merge_runs(read_record(args.record), new)
     command = "python -m ideal_pipeline.reporting " + " ".join(sys.argv[1:] if argv is None else argv)
-    paths = write_report(runs, args.out_dir, command)
+    paths = write_report(runs, args.out_dir, command, project_defaults(args.defaults, args.env))
     write_record(runs, args.record)
     paths["record"] = args.record
     print("\n".join(str(p) for p in paths.values()))
