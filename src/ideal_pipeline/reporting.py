@@ -12,7 +12,7 @@ A run is one `kedro run` of the default pipeline: its parameters and its metrics
 (`data/08_reporting/evaluate/metrics.json`, `baselines_metrics.json`, `timing/<stage>.json`).
 Runs whose parameters differ only in `ideal.seed` (and thread counts) are seeds of one
 configuration. Writes `comparison.md`, `comparison.csv` (one row per configuration and method),
-`accuracy_vs_queries.png` (final accuracy against the budget, per method) and the per-stage
+`comparison.png` (each configuration's accuracy, interval and seeds) and the per-stage
 wall-clock table inside the Markdown.
 """
 
@@ -271,6 +271,7 @@ def table_rows(runs: list[Run], defaults: dict[str, Any] | None = None) -> list[
                     "queries": metrics[0]["queries_used"],
                     "seeds": stats_test["n"],
                     "seed_list": " ".join(str(r.params.get("ideal.seed")) for r, _ in counted),
+                    "test_per_seed": [m[key] for m in metrics],
                     "test_mean": stats_test["mean"],
                     "test_std": stats_test["std"],
                     "test_ci_low": stats_test["ci_low"],
@@ -360,24 +361,35 @@ def write_markdown(path: Path, rows: list[dict], timings: list[dict], command: s
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Final accuracy against the budget, one line per method (mean and 95% interval)."""
+    """Test accuracy per configuration (IDEAL's final student and the baselines): the mean with its
+    95% interval, each seed as a dot, the validation mean as a hollow diamond; grouped by dataset
+    and budget."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(7, 4.5), dpi=110)
+    shown = [r for r in rows if r["method"] != "ideal" or r["row"] == IDEAL_ROWS[0][1]]
+    shown.sort(key=lambda r: (str(r["dataset"]), -r["queries"], -r["test_mean"]))
+    figure = Figure(figsize=(11, 1.6 + 0.32 * len(shown)), dpi=110)
     axes = figure.subplots()
-    by_row: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        by_row[r["row"]].append(r)
-    for label, points in by_row.items():
-        points.sort(key=lambda r: r["queries"])
-        x = [p["queries"] for p in points]
-        axes.plot(x, [100 * p["test_mean"] for p in points], marker="o", label=label)
-        low = [100 * p["test_ci_low"] for p in points]
-        if not any(math.isnan(v) for v in low):
-            axes.fill_between(x, low, [100 * p["test_ci_high"] for p in points], alpha=0.15)
-    axes.set(xlabel="teacher queries", ylabel="test accuracy (%)", ylim=(0, 100), title="Accuracy against queries")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="lower right")
+    for y, r in enumerate(shown):
+        color = "tab:blue" if r["method"] == "ideal" else "tab:gray"
+        if not math.isnan(r["test_ci_low"]):
+            axes.plot([100 * r["test_ci_low"], 100 * r["test_ci_high"]], [y, y], color=color, lw=2, alpha=0.5)
+        axes.plot(100 * r["test_mean"], y, "o", color=color)
+        axes.plot([100 * v for v in r["test_per_seed"]], [y] * len(r["test_per_seed"]), "|", color="black", ms=7)
+        if not math.isnan(r["validation_mean"]):
+            axes.plot(100 * r["validation_mean"], y, "D", mfc="none", color="tab:orange", ms=5)
+    labels = [
+        f"{r['dataset'] or '?'}, {r['queries']:,} q, {r['seeds']} seed(s): {r['configuration']}"
+        + ("" if r["method"] == "ideal" else f" [{r['row']}]")
+        for r in shown
+    ]
+    axes.set_yticks(range(len(shown)), labels, fontsize=7)
+    lowest = min(min(r["test_per_seed"] + [r["test_ci_low"]]) for r in shown)  # nan compares False
+    axes.set_xlim(max(0.0, 100 * lowest - 5), 100)
+    axes.set_xlabel("test accuracy %: mean (dot), 95% interval (bar), seeds (|), validation mean (\u25c7)", fontsize=8)
+    axes.invert_yaxis()  # first configuration on top
+    axes.grid(axis="x", alpha=0.3)
+    figure.suptitle("IDEAL's final student (blue) and the baselines (gray), per configuration", fontsize=9)
     figure.tight_layout()
     figure.savefig(path)
 
@@ -394,7 +406,7 @@ def write_report(
     paths = {
         "md": out_dir / "comparison.md",
         "csv": out_dir / "comparison.csv",
-        "png": out_dir / "accuracy_vs_queries.png",
+        "png": out_dir / "comparison.png",
     }
     pd.DataFrame(rows).to_csv(paths["csv"], index=False)
     write_markdown(paths["md"], rows, timings, command, defaults is not None)
