@@ -183,10 +183,9 @@ def test_a_report_from_the_record_alone_rewrites_it_unchanged(tmp_path):
 def test_configurations_are_named_by_what_they_change_from_the_defaults(tmp_path):
     runs = reporting.runs_from_dvc_json(EXP_SHOW)
 
-    def finals(defaults):
-        return sorted(
-            r["configuration"] for r in reporting.table_rows(runs, defaults) if r["row"] == "IDEAL, final student"
-        )
+    def finals(defaults, these=runs):
+        rows = reporting.table_rows(these, defaults)
+        return sorted(r["configuration"] for r in rows if r["row"] == "IDEAL, final student")
 
     assert finals({"ideal.rounds": 20, "ideal.generator.g_steps": 20}) == ["defaults", "ideal.generator.g_steps=10"]
     assert finals({"ideal.rounds": 100, "ideal.generator.g_steps": 10}) == [
@@ -194,6 +193,17 @@ def test_configurations_are_named_by_what_they_change_from_the_defaults(tmp_path
         "ideal.rounds=20",
     ]
     assert finals(None) == ["ideal.generator.g_steps=10", "ideal.generator.g_steps=20"]
+    older = reporting.runs_from_dvc_json([{"rev": "b" * 40, "experiments": [experiment("older", 3, 0.5)]}])
+    del older[0].params["ideal.generator.g_steps"]  # a run that predates the parameter: not named by it ...
+    assert finals({"ideal.rounds": 20, "ideal.generator.g_steps": 10}, runs + older) == [
+        "defaults",
+        "ideal.generator.g_steps=20",
+        "ideal.generator.g_steps=None",  # ... unless two configurations would share a name
+    ]
+    assert finals({"ideal.rounds": 20, "ideal.generator.g_steps": 20}, older + runs[-1:]) == [
+        "defaults",
+        "ideal.generator.g_steps=10",
+    ]
     one = [r for r in runs if r.name == "g10"]
     assert next(r["configuration"] for r in reporting.table_rows(one, {"ideal.rounds": 100})) == "ideal.rounds=20"
 

@@ -117,6 +117,7 @@ class DistillParams(Section):
     min_steps: Count = 0
     keep_optimizer: bool = False
     logit_adjustment: NonNegativeFloat = 0.0
+    final_lr_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
 
 
 class HttpTransportParams(Section):

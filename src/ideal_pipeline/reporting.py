@@ -223,18 +223,23 @@ def describe(configs: list[tuple], defaults: dict[str, Any] | None = None) -> di
     varying = [k for k in keys if len({x.get(k) for x in as_dicts.values()}) > 1]
     default_values = {k: json.dumps(v) for k, v in (defaults or {}).items()}
 
-    def shown(d: dict[str, str]) -> list[str]:
+    def shown(d: dict[str, str], with_missing: bool) -> list[str]:
         if defaults is None:
             return varying
         # A parameter the project no longer has, or leaves to `auto` (the compute the run resolved; the
-        # table's compute column), is named only where the configurations differ in it.
+        # table's compute column), is named only where the configurations differ in it. One a run
+        # predates is named only where leaving it out would give two configurations one name.
         pinned = {k: v for k, v in default_values.items() if v != '"auto"'}
-        return [k for k in keys if (d.get(k) != pinned[k] if k in pinned else k in varying)]
+        return [
+            k for k in keys if (k in d or with_missing) and (d.get(k) != pinned[k] if k in pinned else k in varying)
+        ]
 
-    return {
-        c: ", ".join(f"{k}={json.loads(d[k]) if k in d else None}" for k in shown(d)) or "defaults"
-        for c, d in as_dicts.items()
-    }
+    def name(d: dict[str, str], with_missing: bool) -> str:
+        return ", ".join(f"{k}={json.loads(d[k]) if k in d else None}" for k in shown(d, with_missing)) or "defaults"
+
+    short = {c: name(d, with_missing=False) for c, d in as_dicts.items()}
+    taken = list(short.values())
+    return {c: n if taken.count(n) == 1 else name(as_dicts[c], with_missing=True) for c, n in short.items()}
 
 
 def by_configuration(runs: list[Run], defaults: dict[str, Any] | None = None) -> dict[str, list[Run]]:

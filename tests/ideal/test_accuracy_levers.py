@@ -1,10 +1,12 @@
 """The accuracy levers of issue #13: early stop by hit rate, momentum kept across rounds,
-logit adjustment, a victim family without BatchNorm."""
+logit adjustment, the learning rate falling over the rounds, a victim family without BatchNorm."""
+
+import itertools
 
 import torch
 from torch import nn
 
-from ideal_pipeline.ideal.distillation import DistillSettings, distill
+from ideal_pipeline.ideal.distillation import DistillSettings, distill, round_learning_rate
 from ideal_pipeline.ideal.generation import GeneratorSettings, train_generator
 from ideal_pipeline.models.classifiers import LeNet, build_classifier
 
@@ -69,6 +71,16 @@ def test_logit_adjustment_leaves_the_rare_class_less_penalised_in_the_plain_logi
         bias = student.classifier.bias.detach()
         lean[tau] = (bias[0] - bias[1]).item()  # how much the plain logits lean to the frequent class
     assert lean[1.0] < lean[0.0]
+
+
+def test_the_learning_rate_falls_on_a_half_cosine_from_lr_to_its_final_fraction():
+    falling = DistillSettings(lr=0.01, final_lr_fraction=0.1)
+    rates = [round_learning_rate(falling, r, 20) for r in range(1, 21)]
+    assert rates[0] == 0.01 and abs(rates[-1] - 0.001) < 1e-12
+    assert all(a > b for a, b in itertools.pairwise(rates))
+    assert abs(rates[len(rates) // 2] - 0.0055) < 0.0008  # about half way at mid-run
+    assert {round_learning_rate(DistillSettings(lr=0.01), r, 20) for r in range(1, 21)} == {0.01}
+    assert round_learning_rate(falling, 1, 1) == 0.001  # a one-round run is its own last round
 
 
 def test_the_tanh_victim_has_no_batchnorm_and_takes_every_image_size():

@@ -29,6 +29,16 @@ class DistillSettings:
     # Logit adjustment (Menon et al., 2021): train on logits + tau * log(class frequency in the pool),
     # predict with the plain logits, so classes the teacher rarely gave are not drowned out. 0 = off.
     logit_adjustment: float = 0.0
+    # The last round's learning rate as a fraction of `lr`, reached on a half cosine over the rounds
+    # (1 = constant): small late steps average out the round-to-round noise of the final student.
+    final_lr_fraction: float = 1.0
+
+
+def round_learning_rate(settings: DistillSettings, round_index: int, rounds: int) -> float:
+    """Round `round_index`'s (1..rounds) learning rate: `lr` in round 1, `lr * final_lr_fraction` in the last."""
+    progress = (round_index - 1) / (rounds - 1) if rounds > 1 else 1.0
+    fraction = settings.final_lr_fraction
+    return settings.lr * (fraction + (1 - fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def distill(

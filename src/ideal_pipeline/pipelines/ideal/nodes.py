@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from ideal_pipeline.datasets.labelled_pool_dataset import LabelledPool
 from ideal_pipeline.ideal import generation
-from ideal_pipeline.ideal.distillation import DistillSettings, distill
+from ideal_pipeline.ideal.distillation import DistillSettings, distill, round_learning_rate
 from ideal_pipeline.ideal.targets import round_targets
 from ideal_pipeline.models.generator import Generator
 from ideal_pipeline.runtime import (
@@ -295,6 +296,7 @@ def distill_student(
     teacher_api: dict[str, Any],
     params: dict[str, Any],
     student_params: dict[str, Any],
+    rounds: int,
     seed: int,
     compute: dict[str, Any],
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -315,6 +317,7 @@ def distill_student(
     labels = torch.cat([earlier_labels, teacher_labels])
     student = load_student(student_params["architecture"], teacher_api, student_state)
     settings = settings_from(DistillSettings, params, "ideal.distill")
+    settings = replace(settings, lr=round_learning_rate(settings, round_index, rounds))
     # The reference code keeps one optimiser for the whole run: its momentum travels with the student.
     momentum = {k.removeprefix(MOMENTUM_PREFIX): v for k, v in student_state.items() if k.startswith(MOMENTUM_PREFIX)}
     started = time.perf_counter()
@@ -341,6 +344,7 @@ def distill_student(
         "smallest_class_count": int(counts.min()),
         "target_hit_rate": _target_hit_rate(image_source_log.get("targets"), teacher_labels),
         "distill_loss": losses[-1],
+        "distill_lr": settings.lr,
         "generator_loss": image_source_log.get("best_loss"),
         "generator_steps": image_source_log.get("generator_steps"),
     }

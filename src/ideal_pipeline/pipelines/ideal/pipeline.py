@@ -139,6 +139,7 @@ def _round(namespace: str, method: str, reinitialize: bool, round_index: int) ->
                 "teacher_api",
                 "params:ideal.distill",
                 "params:ideal.student",
+                "params:ideal.rounds",
                 "params:ideal.seed",
                 "params:compute",
             ],
