@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -171,6 +172,18 @@ def test_the_record_keeps_runs_a_later_report_no_longer_sees(tmp_path):
     assert final["seeds"] == 3 and final["test_mean"] == pytest.approx(0.62)
 
 
+def test_a_commit_that_only_changed_parameters_is_not_a_second_run():
+    recorded = reporting.runs_from_dvc_json([{"rev": "a" * 40, "experiments": [experiment("main", 0, 0.81)]}])
+    later = reporting.runs_from_dvc_json(
+        [{"rev": "b" * 40, "experiments": [experiment("main", 0, 0.81, finished="2026-12-02T05:00:00")]}]
+    )
+    later[0].params["ideal.distill.final_lr_fraction"] = 1.0  # a parameter added since, same metrics
+    merged = reporting.merge_runs(recorded, later)
+    assert [(r.finished, "ideal.distill.final_lr_fraction" in r.params) for r in merged] == [
+        ("2026-11-28T01:00:00", False)
+    ]
+
+
 def test_a_report_from_the_record_alone_rewrites_it_unchanged(tmp_path):
     record = tmp_path / "runs.json"
     reporting.write_record(reporting.runs_from_dvc_json(EXP_SHOW), record)
@@ -203,6 +216,16 @@ def test_configurations_are_named_by_what_they_change_from_the_defaults(tmp_path
     assert finals({"ideal.rounds": 20, "ideal.generator.g_steps": 20}, older + runs[-1:]) == [
         "defaults",
         "ideal.generator.g_steps=10",
+    ]
+    # a parameter whose default is "auto" is named where it differs from "auto"; a long list by its length
+    names = [f"digit {i}" for i in range(10)]
+    changed = replace(
+        runs[-1], params={**runs[-1].params, "ideal.generator.target_prior": 1, "victim.class_names": names}
+    )
+    with_auto = {"ideal.rounds": 20, "ideal.generator.g_steps": 20, "ideal.generator.target_prior": "auto"}
+    assert finals(with_auto, [*runs[:-1], changed]) == [
+        "defaults",
+        "ideal.generator.g_steps=10, ideal.generator.target_prior=1, victim.class_names=[10 items]",
     ]
     one = [r for r in runs if r.name == "g10"]
     assert next(r["configuration"] for r in reporting.table_rows(one, {"ideal.rounds": 100})) == "ideal.rounds=20"

@@ -47,6 +47,8 @@ NOT_CONFIGURATION = (
     "victim_api.published_model_path",  # where the victim's file lies, not how it was trained
     "victim.published_model_path",  # the same, where older runs kept it
 )
+# Parameters whose value the run resolves (`auto` in the defaults): not named against the defaults.
+RESOLVED = ("compute.device", "compute.precision")
 # The rows of a configuration, in order: (method, label, metrics key of the accuracy).
 IDEAL_ROWS = (
     ("ideal", "IDEAL, final student", "student_accuracy"),
@@ -182,10 +184,18 @@ def read_record(path: Path) -> list[Run]:
 
 
 def merge_runs(recorded: list[Run], new: list[Run]) -> list[Run]:
-    """The recorded runs and the new ones; a run seen again (same name and finishing time) once."""
+    """The recorded runs and the new ones; a run seen again (same name and finishing time) once.
+
+    Runs with the very same metrics are one run seen twice, the earliest kept: a later commit that
+    changes parameters without rerunning the pipeline shows the earlier run's metrics beside
+    parameters that run never had.
+    """
     merged = {(r.name, r.finished): r for r in recorded}
     merged.update({(r.name, r.finished): r for r in new})
-    return list(merged.values())
+    by_metrics: dict[str, Run] = {}
+    for run in sorted(merged.values(), key=lambda r: r.finished):
+        by_metrics.setdefault(json.dumps([run.metrics, run.baselines], sort_keys=True), run)
+    return list(by_metrics.values())
 
 
 def write_record(runs: list[Run], path: Path) -> None:
@@ -226,20 +236,28 @@ def describe(configs: list[tuple], defaults: dict[str, Any] | None = None) -> di
     def shown(d: dict[str, str], with_missing: bool) -> list[str]:
         if defaults is None:
             return varying
-        # A parameter the project no longer has, or leaves to `auto` (the compute the run resolved; the
+        # A parameter the project no longer has, or that the run resolved (the compute `auto` chose: the
         # table's compute column), is named only where the configurations differ in it. One a run
         # predates is named only where leaving it out would give two configurations one name.
-        pinned = {k: v for k, v in default_values.items() if v != '"auto"'}
+        pinned = {k: v for k, v in default_values.items() if k not in RESOLVED}
         return [
             k for k in keys if (k in d or with_missing) and (d.get(k) != pinned[k] if k in pinned else k in varying)
         ]
 
     def name(d: dict[str, str], with_missing: bool) -> str:
-        return ", ".join(f"{k}={json.loads(d[k]) if k in d else None}" for k in shown(d, with_missing)) or "defaults"
+        return ", ".join(f"{k}={_short(d.get(k, 'null'))}" for k in shown(d, with_missing)) or "defaults"
 
     short = {c: name(d, with_missing=False) for c, d in as_dicts.items()}
     taken = list(short.values())
     return {c: n if taken.count(n) == 1 else name(as_dicts[c], with_missing=True) for c, n in short.items()}
+
+
+def _short(value_json: str) -> str:
+    """A parameter's value for a configuration's name: a long list as its length."""
+    value = json.loads(value_json)
+    if isinstance(value, list) and len(value_json) > 40:
+        return f"[{len(value)} items]"
+    return str(value)
 
 
 def by_configuration(runs: list[Run], defaults: dict[str, Any] | None = None) -> dict[str, list[Run]]:
