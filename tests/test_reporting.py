@@ -95,6 +95,12 @@ def test_the_report_writes_markdown_csv_and_plot(tmp_path):
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
 
 
+def test_the_interval_of_an_accuracy_stays_within_0_and_100_percent():
+    wide = reporting.summarize([0.73, 0.78])  # two seeds: t's half width is 12.7 standard errors
+    assert wide["ci_high"] == 1.0 and 0.0 < wide["ci_low"] < 0.73
+    assert reporting.summarize([0.02, 0.10])["ci_low"] == 0.0
+
+
 def test_nothing_to_report_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no finished runs"):
         reporting.write_report([], tmp_path, "x")

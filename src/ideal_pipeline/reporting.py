@@ -186,16 +186,17 @@ def read_record(path: Path) -> list[Run]:
 def merge_runs(recorded: list[Run], new: list[Run]) -> list[Run]:
     """The recorded runs and the new ones; a run seen again (same name and finishing time) once.
 
-    Runs with the very same metrics are one run seen twice, the earliest kept: a later commit that
-    changes parameters without rerunning the pipeline shows the earlier run's metrics beside
-    parameters that run never had.
+    Runs of one seed with the very same metrics and seconds per step are one run seen twice, the
+    earliest kept: a later commit that changes parameters without rerunning the pipeline shows the
+    earlier run's metrics beside parameters that run never had.
     """
     merged = {(r.name, r.finished): r for r in recorded}
     merged.update({(r.name, r.finished): r for r in new})
-    by_metrics: dict[str, Run] = {}
+    by_outcome: dict[str, Run] = {}
     for run in sorted(merged.values(), key=lambda r: r.finished):
-        by_metrics.setdefault(json.dumps([run.metrics, run.baselines], sort_keys=True), run)
-    return list(by_metrics.values())
+        outcome = [run.params.get("ideal.seed"), run.metrics, run.baselines, run.timing]
+        by_outcome.setdefault(json.dumps(outcome, sort_keys=True), run)
+    return list(by_outcome.values())
 
 
 def write_record(runs: list[Run], path: Path) -> None:
@@ -211,14 +212,17 @@ def write_record(runs: list[Run], path: Path) -> None:
 
 
 def summarize(values: list[float]) -> dict[str, float]:
-    """Mean, sample std and the 95% interval of the mean (Student's t) over seeds."""
+    """Mean, sample std and the 95% interval of the mean (Student's t) over seeds, for accuracies:
+    the interval is cut to [0, 1] (with two seeds t's interval easily passes 100%)."""
     from scipy import stats
 
     n = len(values)
     mean = statistics.fmean(values)
-    std = statistics.stdev(values) if n > 1 else math.nan
-    half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n) if n > 1 else math.nan
-    return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
+    if n < 2:
+        return {"n": n, "mean": mean, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+    std = statistics.stdev(values)
+    half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)
+    return {"n": n, "mean": mean, "std": std, "ci_low": max(0.0, mean - half), "ci_high": min(1.0, mean + half)}
 
 
 def configuration(run: Run) -> tuple:
@@ -391,7 +395,13 @@ def plot(rows: list[dict], path: Path) -> None:
 
     shown = [r for r in rows if r["method"] != "ideal" or r["row"] == IDEAL_ROWS[0][1]]
     shown.sort(key=lambda r: (str(r["dataset"]), -r["queries"], -r["test_mean"]))
-    figure = Figure(figsize=(11, 1.6 + 0.32 * len(shown)), dpi=110)
+    labels = [
+        f"{r['dataset'] or '?'}, {r['queries']:,} q, {r['seeds']} seed(s): {r['configuration']}"
+        + ("" if r["method"] == "ideal" else f" [{r['row']}]")
+        for r in shown
+    ]
+    # Room for the longest label at 7 points (about 0.055 inch a character) beside a 5-inch axis.
+    figure = Figure(figsize=(5.5 + 0.055 * max(map(len, labels)), 1.6 + 0.32 * len(shown)), dpi=110)
     axes = figure.subplots()
     for y, r in enumerate(shown):
         color = "tab:blue" if r["method"] == "ideal" else "tab:gray"
@@ -401,11 +411,6 @@ def plot(rows: list[dict], path: Path) -> None:
         axes.plot([100 * v for v in r["test_per_seed"]], [y] * len(r["test_per_seed"]), "|", color="black", ms=7)
         if not math.isnan(r["validation_mean"]):
             axes.plot(100 * r["validation_mean"], y, "D", mfc="none", color="tab:orange", ms=5)
-    labels = [
-        f"{r['dataset'] or '?'}, {r['queries']:,} q, {r['seeds']} seed(s): {r['configuration']}"
-        + ("" if r["method"] == "ideal" else f" [{r['row']}]")
-        for r in shown
-    ]
     axes.set_yticks(range(len(shown)), labels, fontsize=7)
     lowest = min(min(r["test_per_seed"] + [r["test_ci_low"]]) for r in shown)  # nan compares False
     axes.set_xlim(max(0.0, 100 * lowest - 5), 100)
