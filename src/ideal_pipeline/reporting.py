@@ -48,7 +48,8 @@ NOT_CONFIGURATION = (
     "victim.published_model_path",  # the same, where older runs kept it
 )
 # Parameters whose value the run resolves (`auto` in the defaults): not named against the defaults.
-RESOLVED = ("compute.device", "compute.precision")
+RESOLVED_KEYS = ("device", "precision")  # metrics.json's names; `compute.<key>` among the parameters
+RESOLVED = tuple(f"compute.{key}" for key in RESOLVED_KEYS)
 # The rows of a configuration, in order: (method, label, metrics key of the accuracy).
 IDEAL_ROWS = (
     ("ideal", "IDEAL, final student", "student_accuracy"),
@@ -65,7 +66,7 @@ VALIDATION = {
 def resolved_compute(params: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
     """`compute.device` / `compute.precision` as the run resolved them ("auto" means different
     arithmetic on different machines), where its metrics say so."""
-    resolved = {f"compute.{key}": metrics[key] for key in ("device", "precision") if key in metrics}
+    resolved = {f"compute.{key}": metrics[key] for key in RESOLVED_KEYS if key in metrics}
     return {**params, **resolved}
 
 
@@ -235,7 +236,8 @@ def describe(configs: list[tuple], defaults: dict[str, Any] | None = None) -> di
     as_dicts = {c: dict(c) for c in configs}
     keys = sorted({k for d in as_dicts.values() for k in d})
     varying = [k for k in keys if len({x.get(k) for x in as_dicts.values()}) > 1]
-    default_values = {k: json.dumps(v) for k, v in (defaults or {}).items()}
+    # Parameters compared against the defaults; the resolved compute is named only where it varies.
+    pinned = {k: json.dumps(v) for k, v in (defaults or {}).items() if k not in RESOLVED}
 
     def shown(d: dict[str, str], with_missing: bool) -> list[str]:
         if defaults is None:
@@ -243,7 +245,6 @@ def describe(configs: list[tuple], defaults: dict[str, Any] | None = None) -> di
         # A parameter the project no longer has, or that the run resolved (the compute `auto` chose: the
         # table's compute column), is named only where the configurations differ in it. One a run
         # predates is named only where leaving it out would give two configurations one name.
-        pinned = {k: v for k, v in default_values.items() if k not in RESOLVED}
         return [
             k for k in keys if (k in d or with_missing) and (d.get(k) != pinned[k] if k in pinned else k in varying)
         ]
@@ -308,7 +309,7 @@ def table_rows(runs: list[Run], defaults: dict[str, Any] | None = None) -> list[
                     "teacher_accuracy_mean": statistics.fmean(r.metrics["teacher_accuracy"] for r, _ in counted),
                     "reference_code_queries": seeds[0].metrics.get("reference_code_queries"),
                     "dataset": seeds[0].params.get("data.source"),
-                    "compute": " ".join(str(seeds[0].params.get(f"compute.{k}", "?")) for k in ("device", "precision")),
+                    "compute": " ".join(str(seeds[0].params.get(k, "?")) for k in RESOLVED),
                 }
             )
     return rows
