@@ -1,11 +1,15 @@
 """Same parameters, same results: tiny fp32 CPU runs of the training loops, pinned.
 
-Two checks:
-- against values recorded from commit a5517da's code (the loops before the device-resident
-  engine), torch 2.14.1, 1 thread, on an Intel Xeon (torch CPU capability AVX512): losses within
-  a tight tolerance on any machine, and the digests of weights, images and predictions bitwise
-  where torch and its CPU kernel level are the recording's (other kernels round differently);
-- bitwise against tests/ideal/legacy_engine.py (that commit's loops, verbatim) on any machine.
+One oracle per property, each true on any x86_64 CPU (Intel or AMD, AVX2 or AVX512, with or
+without bf16):
+- bitwise: the engine against tests/ideal/legacy_engine.py (commit a5517da's loops, verbatim),
+  both run here, on this machine's kernels;
+- close to a recorded run: losses of commit a5517da's code (torch 2.14.1, 1 thread) within a
+  tight tolerance. Digests of trained weights are not pinned: GEMM and convolution kernels block
+  their sums by the CPU's model and cache sizes, so an AMD EPYC and an Intel Xeon of the same
+  capability level round differently;
+- bitwise, recorded: the models' initial weights, which come from torch's random generator
+  alone (no sums), so they depend only on the capability level of the sampling kernels.
 """
 
 from __future__ import annotations
@@ -16,14 +20,14 @@ import pytest
 import torch
 
 from ideal_pipeline.ideal.distillation import DistillSettings, distill, predict
-from ideal_pipeline.ideal.generation import GeneratorSettings, crop_padding, generate_images, quantize, train_generator
+from ideal_pipeline.ideal.generation import GeneratorSettings, crop_padding, train_generator
 from ideal_pipeline.ideal.targets import balanced_targets
 from ideal_pipeline.models.classifiers import ConvNet, LeNet
+from ideal_pipeline.models.generator import Generator
 from ideal_pipeline.models.training import train_classifier
 from tests.ideal import legacy_engine
 
 CPU = torch.device("cpu")
-RECORDING_KERNELS = ("2.14.1", "AVX512")
 
 GENERATOR_CASES = {
     "channels_last": GeneratorSettings(nz=16, ngf=8, g_steps=5, channels_last=True, entropy_form="batch_balance"),
@@ -36,31 +40,29 @@ RECORDED_GENERATOR = {
     "channels_last": {
         "losses": [-9.208612442016602, -9.20550537109375, -9.210494041442871, -9.203155517578125, -9.20556640625],
         "best_step": 2,
-        "state": "9b0e17d2a439e629",
-        "images": "d99cec129386162c",
     },
     "contiguous": {
         "losses": [-9.208611488342285, -9.20550537109375, -9.210493087768555, -9.203155517578125, -9.20556640625],
         "best_step": 2,
-        "state": "fcf253d2b0f4f23f",
-        "images": "d99cec129386162c",
     },
     "no_augment": {
         "losses": [-9.204872131347656, -9.211074829101562, -9.217220306396484, -9.224050521850586, -9.23190689086914],
         "best_step": 4,
-        "state": "d5758e9eb758c6e9",
-        "images": "62b2d9dafcc45b20",
     },
 }
 RECORDED_DISTILL = {
     "losses": [3.7965472766331265, 6.339070865086147],
-    "state": "318ac44af6094f09",
-    "predictions": "51c0ad895364299e",
 }
 RECORDED_VICTIM = {
     "losses": [3.1049726690564836, 3.1141001769474577],
-    "state": "d695be24b47f45d7",
-    "predictions": "480ee6d3aded621d",
+}
+
+
+# Recorded with torch 2.14.1 on an AMD EPYC, ATEN_CPU_CAPABILITY=default and avx2 / avx512 (the
+# vectorised sampling kernels of AVX2 and AVX512 agree bit for bit).
+RECORDED_INITIAL_WEIGHTS = {
+    "vectorised": {"lenet": "4139b6b7a8107ab1", "convnet": "ef133021a3fffe7f", "generator": "ff24c52371f72175"},
+    "DEFAULT": {"lenet": "ad2e129a7882228b", "convnet": "5ad1de20ab3fe330", "generator": "03fd12ab91d6881f"},
 }
 
 
@@ -80,10 +82,6 @@ def digest(tensors: dict[str, torch.Tensor]) -> str:
     return sha.hexdigest()[:16]
 
 
-def same_kernels_as_recording() -> bool:
-    return (torch.__version__.split("+")[0], torch.backends.cpu.get_cpu_capability()) == RECORDING_KERNELS
-
-
 def pool():
     rng = torch.Generator().manual_seed(3)
     images = torch.randint(0, 256, (70, 1, 28, 28), dtype=torch.uint8, generator=rng)
@@ -97,39 +95,24 @@ def seeded(cls, seed):
 
 def run_generator(settings):
     result = train_generator(seeded(LeNet, 1), balanced_targets(20, 10), settings, 28, 1, seed=7, device=CPU)
-    images = quantize(generate_images(result.state_dict, result.noise, settings, 28, 1, CPU))
-    return {
-        "losses": result.losses,
-        "best_step": result.best_step,
-        "state": digest(result.state_dict),
-        "images": digest({"i": images}),
-    }
+    return {"losses": result.losses, "best_step": result.best_step}
 
 
 def run_distill():
     images, labels = pool()
-    student = seeded(LeNet, 2)
-    losses = distill(student, images, labels, DistillSettings(batch_size=20, epochs=2), seed=5, device=CPU)
-    predictions = predict(student, images, CPU, batch_size=32)
-    return {"losses": losses, "state": digest(student.state_dict()), "predictions": digest({"p": predictions})}
+    losses = distill(seeded(LeNet, 2), images, labels, DistillSettings(batch_size=20, epochs=2), seed=5, device=CPU)
+    return {"losses": losses}
 
 
 def run_victim():
     images, labels = pool()
-    model = seeded(ConvNet, 4)
-    losses = train_classifier(
-        model, images, labels, epochs=2, batch_size=16, lr=0.003, weight_decay=1e-4, seed=6, device=CPU
-    )
-    predictions = predict(model, images, CPU, batch_size=32)
-    return {"losses": losses, "state": digest(model.state_dict()), "predictions": digest({"p": predictions})}
+    args = {"epochs": 2, "batch_size": 16, "lr": 0.003, "weight_decay": 1e-4, "seed": 6, "device": CPU}
+    return {"losses": train_classifier(seeded(ConvNet, 4), images, labels, **args)}
 
 
 def assert_matches_recording(run: dict, recorded: dict) -> None:
     assert run["losses"] == pytest.approx(recorded["losses"], rel=1e-5)
-    if "best_step" in recorded:
-        assert run["best_step"] == recorded["best_step"]
-    if same_kernels_as_recording():
-        assert run == recorded, "bitwise difference from commit a5517da's results on the recording's kernels"
+    assert run.get("best_step") == recorded.get("best_step")
 
 
 @pytest.mark.parametrize("case", sorted(GENERATOR_CASES))
@@ -143,6 +126,36 @@ def test_distillation_matches_the_recorded_run():
 
 def test_victim_training_matches_the_recorded_run():
     assert_matches_recording(run_victim(), RECORDED_VICTIM)
+
+
+def test_initial_weights_match_the_recording():
+    capability = torch.backends.cpu.get_cpu_capability()
+    level = "vectorised" if capability in ("AVX2", "AVX512") else capability
+    if level not in RECORDED_INITIAL_WEIGHTS:
+        pytest.skip(f"no recording of the initial weights for torch's CPU capability {capability}")
+    initial = {
+        "lenet": digest(seeded(LeNet, 1).state_dict()),
+        "convnet": digest(seeded(ConvNet, 4).state_dict()),
+        "generator": digest(seeded(lambda: Generator(16, 8, 28, 1), 7).state_dict()),
+    }
+    assert initial == RECORDED_INITIAL_WEIGHTS[level]
+
+
+def test_one_ulp_in_a_generator_weight_breaks_the_bitwise_comparison():
+    """The oracle can fail: the smallest change to one weight shows in the trained generator."""
+    settings = GENERATOR_CASES["channels_last"]
+    state = seeded(lambda: Generator(16, 8, 28, 1), 7).state_dict()
+    nudged = {k: v.clone() for k, v in state.items()}
+    weight = nudged["body.2.weight"].view(-1)
+    weight[0] = torch.nextafter(weight[0], torch.tensor(1.0))
+
+    def trained(initial):
+        student = seeded(LeNet, 1)
+        return train_generator(
+            student, balanced_targets(20, 10), settings, 28, 1, seed=7, device=CPU, initial_state=initial
+        )
+
+    assert digest(trained(state).state_dict) != digest(trained(nudged).state_dict)
 
 
 @pytest.mark.parametrize("case", sorted(GENERATOR_CASES))
