@@ -267,13 +267,3 @@ def test_runs_whose_auto_precision_resolved_differently_are_two_configurations()
     assert named == {"compute.precision=bf16": "? bf16", "compute.precision=fp32": "? fp32"}
     alone = reporting.table_rows(runs[:1], auto)
     assert {(r["configuration"], r["compute"]) for r in alone} == {("defaults", "? bf16")}
-
-
-def test_ran_on_fills_in_the_precision_only_where_the_metrics_do_not_say(tmp_path):
-    recorded = experiment("recorded", 0, 0.70)
-    recorded["revs"][0]["data"]["metrics"][reporting.METRICS]["data"].update(device="cpu", precision="fp32")
-    runs = reporting.runs_from_dvc_json([{"rev": "e" * 40, "experiments": [recorded, experiment("older", 1, 0.60)]}])
-    told = {r.name: r.params["compute.precision"] for r in (reporting.with_compute(r, "cpu", "bf16") for r in runs)}
-    assert told == {"recorded": "fp32", "older": "bf16"}
-    with pytest.raises(ValueError, match="precision"):
-        reporting.with_compute(runs[0], "cpu", "auto")

@@ -1,0 +1,3 @@
+from ideal_pipeline.reporting.cli import main
+
+main()

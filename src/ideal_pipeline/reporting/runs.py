@@ -1,0 +1,176 @@
+"""Runs to report: DVC experiments (`dvc exp show --json -A`), project copies after `kedro run`, and
+the run record that keeps both once their experiments or copies are gone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+METRICS = "data/08_reporting/evaluate/metrics.json"
+BASELINE_METRICS = "data/08_reporting/baselines_metrics.json"
+TIMING = "data/08_reporting/timing"
+RECORD = Path("benchmarks/results/runs.json")
+# Parameters whose value the run resolves (`auto` in the defaults): metrics.json's names, `compute.<key>`
+# among the parameters.
+RESOLVED_KEYS = ("device", "precision")
+RESOLVED = tuple(f"compute.{key}" for key in RESOLVED_KEYS)
+
+
+@dataclass
+class Run:
+    name: str
+    params: dict[str, Any]  # dotted keys
+    metrics: dict[str, Any]
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    timing: dict[str, dict[str, float]] = field(default_factory=dict)
+    finished: str = ""  # ISO time the run's results were recorded: a later run of a seed replaces an earlier one
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def resolved_compute(params: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """`compute.device` / `compute.precision` as the run resolved them ("auto" means different
+    arithmetic on different machines), where its metrics say so."""
+    resolved = {f"compute.{key}": metrics[key] for key in RESOLVED_KEYS if key in metrics}
+    return {**params, **resolved}
+
+
+# ---------------------------------------------------------------------------------------------- DVC
+
+
+def runs_from_dvc_json(exp_show: list[dict[str, Any]], head: str | None = None) -> list[Run]:
+    """Runs out of `dvc exp show --json -A`: every experiment, and every commit that has metrics
+    (only `head`'s when given: older commits hold runs of older code)."""
+    runs = []
+
+    def add(name: str, data: dict[str, Any]) -> None:
+        metrics = {path: entry.get("data", {}) for path, entry in (data.get("metrics") or {}).items()}
+        if not metrics.get(METRICS):
+            return
+        params: dict[str, Any] = {}
+        for entry in (data.get("params") or {}).values():
+            params.update(flatten(entry.get("data", {})))
+        timing = {Path(p).stem: m for p, m in metrics.items() if p.startswith(TIMING + "/")}
+        finished = data.get("timestamp") or ""
+        params = resolved_compute(params, metrics[METRICS])
+        runs.append(Run(name, params, metrics[METRICS], metrics.get(BASELINE_METRICS) or {}, timing, finished))
+
+    for commit in exp_show:
+        if commit.get("rev") == "workspace":
+            continue
+        if commit.get("data") and head in (None, commit.get("rev")):
+            add(commit.get("name") or commit["rev"][:7], commit["data"])
+        for experiment in commit.get("experiments") or []:
+            if (experiment.get("executor") or {}).get("state") not in (None, "success"):
+                continue  # queued, running or failed: DVC shows its base commit's metrics beside its own params
+            for rev in experiment.get("revs", [])[:1]:  # the experiment's final state
+                add(experiment.get("name") or rev["rev"][:7], rev.get("data") or {})
+    return runs
+
+
+def runs_from_dvc(repo: Path) -> list[Run]:
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "show", "--json", "-A"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        raise RuntimeError(f"`dvc exp show --json -A` failed in {repo}: {done.stderr.strip()[-500:]}")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
+    return runs_from_dvc_json(json.loads(done.stdout), head.stdout.strip())
+
+
+# ---------------------------------------------------------------------------------------------- project copies
+
+
+def parameters_from_conf(project: Path, env: str | None = None) -> dict[str, Any]:
+    """The parameters as `kedro run` reads them, through Kedro's config loader settings; read here
+    rather than through the pipeline registry, which would import every pipeline (and torch)."""
+    from kedro.framework.project import settings
+
+    loader = settings.CONFIG_LOADER_CLASS(
+        conf_source=str(project / settings.CONF_SOURCE),
+        env=env or os.environ.get("KEDRO_ENV"),
+        **settings.CONFIG_LOADER_ARGS,
+    )
+    return loader["parameters"]
+
+
+def run_from_project(project: Path, env: str | None = None) -> Run:
+    """A project copy after `kedro run`: parameters through the project's own config loader."""
+    metrics_path = project / METRICS
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"{metrics_path} is missing: did `kedro run` finish in {project}?")
+    baselines = project / BASELINE_METRICS
+    # kedro_run.json holds the whole run's wall, node and overhead seconds, not one stage's steps.
+    timing = {p.stem: json.loads(p.read_text()) for p in (project / TIMING).glob("*.json") if p.stem != "kedro_run"}
+    metrics = json.loads(metrics_path.read_text())
+    return Run(
+        project.name,
+        resolved_compute(flatten(parameters_from_conf(project, env)), metrics),
+        metrics,
+        json.loads(baselines.read_text()) if baselines.is_file() else {},
+        timing,
+        datetime.fromtimestamp(metrics_path.stat().st_mtime).isoformat(),
+    )
+
+
+def project_defaults(project: Path, env: str | None = None) -> dict[str, Any] | None:
+    """The flat parameters of a Kedro project's conf (None where `project` has no conf/base)."""
+    if not (project / "conf" / "base").is_dir():
+        return None
+    return flatten(parameters_from_conf(project, env))
+
+
+# ---------------------------------------------------------------------------------------------- the run record
+
+
+def read_record(path: Path) -> list[Run]:
+    """The runs an earlier report recorded (none when `path` does not exist yet)."""
+    if not path.is_file():
+        return []
+    try:
+        return [Run(**entry) for entry in json.loads(path.read_text())]
+    except (json.JSONDecodeError, TypeError) as error:
+        raise ValueError(f"{path} is not a run record written by this report: {error}") from error
+
+
+def merge_runs(recorded: list[Run], new: list[Run]) -> list[Run]:
+    """The recorded runs and the new ones; a run seen again (same name and finishing time) once.
+
+    Runs of one seed with the very same metrics and seconds per step are one run seen twice, the
+    earliest kept: a later commit that changes parameters without rerunning the pipeline shows the
+    earlier run's metrics beside parameters that run never had.
+    """
+    merged = {(r.name, r.finished): r for r in recorded}
+    merged.update({(r.name, r.finished): r for r in new})
+    by_outcome: dict[str, Run] = {}
+    for run in sorted(merged.values(), key=lambda r: r.finished):
+        outcome = [run.params.get("ideal.seed"), run.metrics, run.baselines, run.timing]
+        by_outcome.setdefault(json.dumps(outcome, sort_keys=True), run)
+    return list(by_outcome.values())
+
+
+def write_record(runs: list[Run], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(runs, key=lambda r: (r.finished, r.name))
+    text = json.dumps([asdict(r) for r in ordered], indent=1, sort_keys=True) + "\n"
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(text)
+    partial.replace(path)  # an interrupted report leaves the previous record whole
