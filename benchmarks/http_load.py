@@ -48,7 +48,8 @@ def _start_server(workdir: Path, max_batch: int) -> tuple[subprocess.Popen, str]
         port = sock.getsockname()[1]
     os.environ["IDEAL_TEACHER_TOKEN"] = "benchmark-token"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    command = [sys.executable, "-m", "ideal_pipeline.teacher.cli", "serve", "--model", str(model), "--port", str(port)]
+    command = [sys.executable, "-m", "ideal_pipeline.teacher.server.cli", "serve", "--model", str(model)]
+    command += ["--port", str(port)]
     command += ["--input-shape", "1,28,28", "--max-batch", str(max_batch), "--log-level", "warning"]
     command += ["--trust-model-file", "--state-db", str(workdir / "server-state.sqlite")]  # we exported the model
     server = subprocess.Popen(command, env=env)

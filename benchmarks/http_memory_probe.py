@@ -1,4 +1,4 @@
-"""Peak RSS of `ideal-teacher serve` under oversized / maximal request bodies (issue 14, finding 5).
+"""Peak RSS of `ideal-teacher serve` under oversized / maximal request bodies.
 
 Starts the server in a subprocess on 127.0.0.1 with a tiny classifier that takes any (3, H, W)
 batch (exported .pt2, dynamic batch), sends `--concurrent` bodies of `--images` float32 images of
@@ -64,7 +64,7 @@ def _start(model: Path, server_args: list[str]) -> tuple[subprocess.Popen, str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "IDEAL_TEACHER_TOKEN": TOKEN}
-    command = [sys.executable, "-m", "ideal_pipeline.teacher.cli", "serve", "--model", str(model), "--port", str(port)]
+    command = [sys.executable, "-m", _server_module(), "serve", "--model", str(model), "--port", str(port)]
     server = subprocess.Popen(command + ["--log-level", "warning", *server_args], env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -131,10 +131,21 @@ def main() -> None:
     print(json.dumps(result))
 
 
+def _cli_source() -> Path:
+    """The checkout's `ideal-teacher` source: a package's cli.py, or the single cli.py of older checkouts."""
+    package = ROOT / "src/ideal_pipeline/teacher/server/cli.py"
+    return package if package.exists() else ROOT / "src/ideal_pipeline/teacher/cli.py"
+
+
+def _server_module() -> str:
+    return (
+        "ideal_pipeline.teacher.server.cli" if _cli_source().parent.name == "server" else "ideal_pipeline.teacher.cli"
+    )
+
+
 def _has_state_db() -> bool:
     """Whether this checkout's server takes --state-db (older ones do not): keeps probe state in the temp dir."""
-    source = (ROOT / "src/ideal_pipeline/teacher/cli.py").read_text()
-    return "--state-db" in source
+    return "--state-db" in _cli_source().read_text()
 
 
 if __name__ == "__main__":

@@ -182,9 +182,10 @@ def time_victim_training(device, args, params) -> list[dict]:
 
 def time_labelling(device, args, params) -> list[dict]:
     from ideal_pipeline.models.classifiers import build_classifier
+    from ideal_pipeline.models.files import save_model_file
     from ideal_pipeline.teacher.blackbox import AccountedTeacher
     from ideal_pipeline.teacher.ledger import QueryLedger
-    from ideal_pipeline.teacher.local import LocalModelTeacher, save_model_file
+    from ideal_pipeline.teacher.local import LocalModelTeacher
 
     n = scaled(LABELLED, args)
     images, _ = uint8_pool(n)

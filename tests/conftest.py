@@ -25,6 +25,23 @@ COPIED = [
 ]
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+STORE_ENV = "IDEAL_LABEL_STORE"  # ideal_pipeline.teacher.label_store.STORE_ENV
+DATA = "data/envs/test"  # where `--env test` writes (ideal_pipeline.config.data_root)
+
+
+def paid_queries(store: Path, scope: str | None = None) -> int:
+    """Labels recorded in the label store at `store` (every teacher), or those whose tag starts with `scope`."""
+    from ideal_pipeline.teacher.ledger import QueryLedger
+
+    return sum(QueryLedger(path).paid_queries(scope) for path in sorted(Path(store).glob("*.sqlite")))
+
+
+@pytest.fixture(autouse=True)
+def label_store(tmp_path, monkeypatch) -> Path:
+    """Every test pays into a label store of its own, never the user's."""
+    store = tmp_path / "label-store"
+    monkeypatch.setenv(STORE_ENV, str(store))
+    return store
 
 
 def make_project_copy(target: Path) -> Path:
@@ -39,6 +56,7 @@ def make_project_copy(target: Path) -> Path:
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(source, target / name)
     (target / "conf" / "local").mkdir(exist_ok=True)
+    (target / "conf" / "local" / ".gitkeep").touch()  # git keeps the folder, as in the repository
     # Kedro's bootstrap wants the source folder inside the project; DVC hashes it as a dependency.
     shutil.copytree(REPO / "src", target / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copytree(RAW, target / "data" / "01_raw" / "fashion-mnist")
@@ -58,20 +76,29 @@ def run_kedro(project: Path, env: str = "test", **run_kwargs):
 
 @pytest.fixture(scope="session")
 def ran_project(tmp_path_factory):
-    """The whole default pipeline, run once in the test environment; tests read its artifacts."""
+    """The whole default pipeline, run once in the test environment; tests read its artifacts.
+
+    Its label store is `<project>/label-store`.
+    """
     project = make_project_copy(tmp_path_factory.mktemp("project"))
-    cwd = os.getcwd()
+    cwd, store = os.getcwd(), os.environ.get(STORE_ENV)
     os.chdir(project)
+    os.environ[STORE_ENV] = str(project / "label-store")
     try:
         run_kedro(project)
     finally:
         os.chdir(cwd)
+        if store is None:
+            del os.environ[STORE_ENV]
+        else:
+            os.environ[STORE_ENV] = store
     return project
 
 
 @pytest.fixture
 def in_project(ran_project, monkeypatch):
     monkeypatch.chdir(ran_project)
+    monkeypatch.setenv(STORE_ENV, str(ran_project / "label-store"))
     return ran_project
 
 

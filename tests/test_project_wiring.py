@@ -30,7 +30,7 @@ def test_kedro_viz_draws_the_default_pipeline_without_the_large_graph_prompt(mon
     monkeypatch.chdir(REPO)
     monkeypatch.delenv("KEDRO_ENV", raising=False)
     # An earlier test's in-process run may have shaped the registry after conf/test (2 rounds).
-    monkeypatch.setattr(pipeline_registry, "_shape", None)
+    pipeline_registry.RUN_SHAPE.forget()
     bootstrap_project(Path(REPO))  # configures `pipelines` afresh
     default = pipelines["__default__"]  # 100 rounds: the default parameters
     assert len(default.nodes) > 400

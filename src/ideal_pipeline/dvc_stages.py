@@ -1,26 +1,31 @@
 """Writes dvc.yaml from the Kedro pipelines, so the two can never disagree.
 
-    python -m ideal_pipeline.dvc_stages          # rewrite dvc.yaml
-    python -m ideal_pipeline.dvc_stages --check  # exit 1 if dvc.yaml is stale
+    python -m ideal_pipeline.dvc_stages           # rewrite dvc.yaml
+    python -m ideal_pipeline.dvc_stages --check   # exit 1 if dvc.yaml is stale
+    python -m ideal_pipeline.dvc_stages --commit  # `dvc commit` a `kedro run`, if DVC can record it truly
 
 One DVC stage per pipeline of the default run. A stage's outputs are the folders its persisted
 outputs live in; its dependencies are the folders of the persisted inputs other stages write,
 its own code, the raw data, and exactly the parameter keys its nodes read (`params:ideal.student`
 -> `ideal.student`), so a parameter reruns only the stages that read it.
 
-The query ledgers are outputs with `persist: true` (DVC never deletes paid labels before a
-rerun) and `cache: false` (DVC never restores an older copy: rolling the bill back would pay
-twice; and each queued experiment starts its own bill).
+Paid labels live in the label store outside the workspace; the chunks a stage exports of them
+(`*.paid_labels`) are outputs of that stage, cached and pushed like the rest, with `persist: true`:
+DVC would otherwise delete them before rerunning the stage, before a store that lacks them (a
+fresh clone on another machine) could merge them in.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
+from ideal_pipeline.config import UnrecordableRun, check_recordable, parameters_from_conf
 from ideal_pipeline.pipeline_registry import DEFAULT_PIPELINES
 from ideal_pipeline.pipelines.baselines import pipeline as baselines
 from ideal_pipeline.pipelines.ideal.pipeline import BASELINES
@@ -33,10 +38,7 @@ SHARED_CODE = [
     "src/ideal_pipeline/runtime.py",
 ]
 RAW_DATA = "data/01_raw/fashion-mnist"
-LEDGER_SUFFIX = "teacher_query_ledger"
-# IDEAL's ledger is a declared output; the baselines' ledgers live beside it undeclared (DVC would
-# need their folder to exist when no baseline runs) and behave the same: never restored, never shared.
-DECLARED_LEDGERS = ("ideal",)
+PAID_LABELS_SUFFIX = "paid_labels"
 # Parameters that shape a stage's graph rather than feed a node.
 SHAPE_PARAMS = {"baselines": ["baselines.methods"]}
 METRICS = {
@@ -78,7 +80,7 @@ def build_stages(project_path: Path, env: str | None = None) -> dict:
 
     def filepath(name: str) -> str | None:
         config = catalog.config_resolver.resolve_pattern(name) or {}
-        path = config.get("filepath") or config.get("path")
+        path = config.get("filepath") or config.get("path") or config.get("export_dir")
         return str(Path(path).resolve().relative_to(project_path.resolve())) if path else None
 
     # dvc.yaml is static: it describes the baselines stage with every baseline in it.
@@ -87,10 +89,12 @@ def build_stages(project_path: Path, env: str | None = None) -> dict:
     folder_owner = {_folder(filepath(out)): stage for out, stage in producer.items() if filepath(out)}
     stages = {}
     for stage, pipe in shapes.items():
-        datasets = pipe.all_outputs() | {name for name in pipe.inputs() if name.endswith(LEDGER_SUFFIX)}
-        ledgers = {_folder(filepath(name)) for name in datasets if name.endswith(LEDGER_SUFFIX)}
+        # The paid labels a stage exports are read by its nodes (the store) and written into its folder.
+        paid_labels = {name for name in pipe.inputs() if name.endswith(PAID_LABELS_SUFFIX)}
+        persisted = {_folder(filepath(name)) for name in paid_labels}
+        datasets = pipe.all_outputs() | paid_labels
         reports = set(METRICS.get(stage, [])) | set(PLOTS.get(stage, {}))
-        outs = sorted({_folder(filepath(name)) for name in datasets if filepath(name)} - ledgers - reports)
+        outs = sorted({_folder(filepath(name)) for name in datasets if filepath(name)} - reports)
         # Inputs read from another stage's folders, including the readers of many rounds (the pool).
         deps = {_folder(filepath(name)) for name in pipe.inputs() if filepath(name)} & set(folder_owner) - set(outs)
         deps |= {*_pipeline_code(stage), *SHARED_CODE} | ({RAW_DATA} if stage == "data" else set())
@@ -110,9 +114,7 @@ def build_stages(project_path: Path, env: str | None = None) -> dict:
                 owned = sorted(filepath(n) for n in datasets if filepath(n) and _folder(filepath(n)) == out)
                 out_entries += [path for path in owned if path not in reports]
             else:
-                out_entries.append(out)
-        if stage in DECLARED_LEDGERS:
-            out_entries += [{ledger: {"cache": False, "persist": True}} for ledger in sorted(ledgers)]
+                out_entries.append({out: {"persist": True}} if out in persisted else out)
         entry["outs"] = out_entries
         timing = f"data/08_reporting/timing/{stage}.json"  # seconds per step (hooks.NodeTimingHook)
         entry["metrics"] = [{path: {"cache": False}} for path in [*METRICS.get(stage, []), timing]]
@@ -130,9 +132,22 @@ def render(project_path: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write dvc.yaml from the Kedro pipelines.")
     parser.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml differs from the pipelines")
+    parser.add_argument(
+        "--commit",
+        action="store_true",
+        help="record the last `kedro run` in dvc.lock, refused when it ran with parameters other than conf/base's",
+    )
     parser.add_argument("--project", default=".", type=Path)
     args = parser.parse_args(argv)
     project = args.project.resolve()
+    if args.commit:
+        env = os.environ.get("KEDRO_ENV")
+        try:
+            check_recordable(project, env, parameters_from_conf(project, env))
+        except UnrecordableRun as refusal:
+            print(f"not recorded in dvc.lock: {refusal}", file=sys.stderr)
+            return 1
+        return subprocess.run(["dvc", "commit", "--force", "--quiet"], cwd=project, check=False).returncode
     text = render(project)
     target = project / "dvc.yaml"
     if args.check:

@@ -17,9 +17,11 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ideal_pipeline.errors import UserError
 from ideal_pipeline.ideal.losses import ENTROPY_FORMS
 from ideal_pipeline.ideal.targets import TARGET_SAMPLINGS
 from ideal_pipeline.models.classifiers import ARCHITECTURES
+from ideal_pipeline.models.training import OPTIMIZERS
 from ideal_pipeline.pipelines.data.nodes import SOURCES
 from ideal_pipeline.pipelines.ideal.pipeline import BASELINES
 from ideal_pipeline.pipelines.redistill.nodes import INITS
@@ -49,6 +51,7 @@ class Section(BaseModel):
 class DataParams(Section):
     source: Literal[SOURCES]  # type: ignore[valid-type]
     idx_dir: str
+    cifar10_dir: str
     torchvision_name: Literal[TORCHVISION_DATASETS]  # type: ignore[valid-type]
     torchvision_root: str
     download: bool
@@ -74,6 +77,12 @@ class VictimParams(Section):
     lr: PositiveFloat
     weight_decay: NonNegativeFloat
     seed: Seed
+    optimizer: Literal[OPTIMIZERS] = "adamw"  # type: ignore[valid-type]
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    augment: bool = False
+    channels_last: bool = False
+    # Not "auto": the victim stands for someone else's model, the same whatever hardware trains it.
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     @model_validator(mode="after")
     def _one_name_per_class(self) -> VictimParams:
@@ -140,15 +149,30 @@ class TeacherAccessParams(HttpTransportParams):
     max_batch: PositiveInt
 
 
+MAX_ROUNDS = 1000  # each round is 4 nodes of the Kedro graph; more would take minutes to build
+
+
 class IdealParams(Section):
-    rounds: PositiveInt
-    batch_size: PositiveInt
+    rounds: Annotated[int, Field(ge=1, le=MAX_ROUNDS)]
+    batch_size: Annotated[int, Field(ge=1, le=100_000)]
     label_mirrors: bool
     seed: Seed
     student: StudentParams
     generator: GeneratorParams
     distill: DistillParams
     teacher_access: TeacherAccessParams
+
+    @model_validator(mode="after")
+    def _plan_fits_the_budget(self) -> IdealParams:
+        """A run pays at most one label per planned sample, so a plan over the budget can never finish."""
+        planned = self.rounds * self.batch_size * (2 if self.label_mirrors else 1)
+        if planned > self.teacher_access.max_queries:
+            raise ValueError(
+                f"the run plans {planned} queries (rounds {self.rounds} x batch_size {self.batch_size}"
+                f"{' x 2 mirrors' if self.label_mirrors else ''}), over teacher_access.max_queries="
+                f"{self.teacher_access.max_queries}: raise max_queries or plan fewer rounds"
+            )
+        return self
 
 
 class RedistillParams(Section):
@@ -194,7 +218,7 @@ class Parameters(Section):
     external_teacher: ExternalTeacherParams
 
 
-class ParameterError(ValueError):
+class ParameterError(UserError, ValueError):
     """One or more parameters are unknown, of the wrong type or out of range; the message lists them all."""
 
 
@@ -248,7 +272,10 @@ def _describe(params: dict[str, Any], error: dict[str, Any]) -> tuple[str, str]:
         return dotted, f"unknown parameter; {hint}"
     if error["type"] == "missing":
         return ".".join(str(part) for part in error["loc"]), "missing (add it to conf/base/parameters_*.yml)"
-    return dotted, f"{error['msg'].removeprefix('Value error, ')} (got {error.get('input')!r})"
+    message = error["msg"].removeprefix("Value error, ")
+    if isinstance(error.get("input"), dict):  # a whole section's check: its message names the values
+        return dotted, message
+    return dotted, f"{message} (got {error.get('input')!r})"
 
 
 def validate_parameters(params: dict[str, Any]) -> None:

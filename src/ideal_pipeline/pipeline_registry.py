@@ -9,13 +9,12 @@ they are read from `conf/` through the project's own config loader settings.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from kedro.pipeline import Pipeline
+from kedro.pipeline import Pipeline, pipeline
 
+from ideal_pipeline.config import parameters_from_conf
 from ideal_pipeline.pipelines.baselines import pipeline as baselines
 from ideal_pipeline.pipelines.data import pipeline as data
 from ideal_pipeline.pipelines.evaluate import pipeline as evaluate
@@ -26,6 +25,11 @@ from ideal_pipeline.pipelines.victim import pipeline as victim
 
 # The stages of the default run, in order; dvc.yaml has one stage per name.
 DEFAULT_PIPELINES = ("data", "victim", "ideal", "baselines", "redistill", "evaluate")
+# The victim's artifacts that describe the teacher, and what a byo run writes in their place.
+BYO_TEACHER_ARTIFACTS = {
+    name: f"external_teacher_{name.removeprefix('teacher_')}"
+    for name in ("teacher_api", "teacher_test_predictions", "teacher_metrics")
+}
 
 
 @dataclass(frozen=True)
@@ -43,32 +47,32 @@ class PipelineShape:
         )
 
 
-_shape: PipelineShape | None = None
+class RunShape:
+    """The shape the next `register_pipelines` builds: set by `hooks.PipelineShapeHook` from the run's
+    parameters (environment and `--params` included), read from conf/ when no run has set it."""
+
+    def __init__(self):
+        self.shape: PipelineShape | None = None
+
+    def use(self, params: dict[str, Any]) -> bool:
+        """Shape the pipelines after these parameters; True when that changes the shape."""
+        shape = PipelineShape.from_parameters(params)
+        changed, self.shape = shape != self.shape, shape
+        return changed
+
+    def current(self) -> PipelineShape:
+        return self.shape or PipelineShape.from_parameters(parameters_from_conf())
+
+    def forget(self) -> None:
+        self.shape = None
 
 
-def use_parameters(params: dict[str, Any]) -> bool:
-    """Shape the pipelines after these parameters; True when that changes the shape."""
-    global _shape
-    shape = PipelineShape.from_parameters(params)
-    changed = shape != _shape
-    _shape = shape
-    return changed
-
-
-def parameters_from_conf(project_path: Path | None = None, env: str | None = None) -> dict[str, Any]:
-    """The parameters as `kedro run` would read them, through the project's config loader settings."""
-    from kedro.framework.project import settings
-
-    loader = settings.CONFIG_LOADER_CLASS(
-        conf_source=str((project_path or Path.cwd()) / settings.CONF_SOURCE),
-        env=env or os.environ.get("KEDRO_ENV"),
-        **settings.CONFIG_LOADER_ARGS,
-    )
-    return loader["parameters"]
+# Kedro's `register_pipelines()` takes no arguments: the run's shape reaches it through this object.
+RUN_SHAPE = RunShape()
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    shape = _shape or PipelineShape.from_parameters(parameters_from_conf())
+    shape = RUN_SHAPE.current()
     registered = {
         "data": data.create_pipeline(),
         "victim": victim.create_pipeline(),
@@ -79,8 +83,13 @@ def register_pipelines() -> dict[str, Pipeline]:
     }
     registered["__default__"] = Pipeline([registered[name] for name in DEFAULT_PIPELINES])
     # Bring your own teacher: the same run with a teacher we did not train in place of our victim.
-    registered["external_teacher"] = external_teacher.create_pipeline()
+    # What describes that teacher has its own artifacts: a byo run never writes into the victim's.
+    registered["external_teacher"] = pipeline(external_teacher.create_pipeline(), outputs=BYO_TEACHER_ARTIFACTS)
+    byo = Pipeline([registered[name] for name in ("data", "ideal", "baselines", "redistill", "evaluate")])
     registered["byo"] = Pipeline(
-        [registered[name] for name in ("data", "external_teacher", "ideal", "baselines", "redistill", "evaluate")]
+        [
+            registered["external_teacher"],
+            pipeline(byo, inputs={k: v for k, v in BYO_TEACHER_ARTIFACTS.items() if k in byo.inputs()}),
+        ]
     )
     return registered

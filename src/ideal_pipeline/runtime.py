@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +220,30 @@ def settings_from(cls, values: dict[str, Any], section: str, ignore: tuple[str, 
 def round_seed(seed: int, round_index: int) -> int:
     """The seed of one round of a run: distinct per round and per run seed, the same on every rerun."""
     return seed * 100_003 + round_index
+
+
+def compute_signature(compute: dict[str, Any]) -> dict[str, Any]:
+    """What decides the arithmetic of a run on this machine: device, precision, threads, torch, processor."""
+    device = resolve_device(compute["device"])
+    threads = compute["num_threads"]
+    threads = auto_threads(device) if threads == "auto" else threads or torch.get_num_threads()
+    processor = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model()
+    return {
+        "device": device.type,
+        "precision": str(resolve_precision(compute["precision"], device)).removeprefix("torch."),
+        "threads": threads,
+        "torch": torch.__version__,
+        "processor": processor,
+    }
+
+
+def _cpu_model(path: Path = Path("/proc/cpuinfo")) -> str:
+    try:
+        text = path.read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    names = [line.partition(":")[2].strip() for line in text.splitlines() if line.startswith("model name")]
+    return names[0] if names else platform.machine()
 
 
 def use_compute(compute: dict[str, Any]) -> tuple[torch.device, torch.dtype]:

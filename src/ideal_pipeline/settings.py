@@ -2,18 +2,17 @@
 
 import warnings
 
-from kedro.config import OmegaConfigLoader
+from ideal_pipeline.config import LOADER_ARGS, ProjectConfigLoader
+from ideal_pipeline.hooks import NodeTimingHook, PipelineShapeHook, ProgressHook, RunLockHook
 
-from ideal_pipeline.hooks import NodeTimingHook, PipelineShapeHook
-
-HOOKS = (PipelineShapeHook(), NodeTimingHook())
+HOOKS = (PipelineShapeHook(), RunLockHook(), NodeTimingHook(), ProgressHook())
 
 # kedro-viz's own hook writes dataset statistics to .viz/ on every run; we do not need them.
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-viz",)
 
-CONFIG_LOADER_CLASS = OmegaConfigLoader
-# "soft" merges an environment's parameters key by key into base instead of replacing whole sections.
-CONFIG_LOADER_ARGS = {"base_env": "base", "default_run_env": "local", "merge_strategy": {"parameters": "soft"}}
+# Kedro's OmegaConfigLoader, with each environment's data folder (`${data_root:}` in the catalog).
+CONFIG_LOADER_CLASS = ProjectConfigLoader
+CONFIG_LOADER_ARGS = LOADER_ARGS
 
 # `redistill` and `evaluate` read IDEAL's artifacts by their namespaced names (`ideal.round_100.student`,
 # `ideal.labelled_pool`): deliberate reads across namespaces, which Kedro warns about once per process.

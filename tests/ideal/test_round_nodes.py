@@ -4,8 +4,8 @@ import copy
 
 import torch
 
+from ideal_pipeline.config import parameters_from_conf
 from ideal_pipeline.datasets import LabelledPoolDataset, TensorDataset, labelled_pool_dataset
-from ideal_pipeline.pipeline_registry import parameters_from_conf
 from ideal_pipeline.pipelines.ideal import nodes
 from ideal_pipeline.pipelines.ideal.pipeline import create_method_pipeline, create_pipeline
 from tests.conftest import REPO

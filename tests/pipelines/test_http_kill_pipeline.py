@@ -13,19 +13,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ideal_pipeline.teacher.ledger import QueryLedger
 from ideal_pipeline.teacher.server import client_id
-from tests.conftest import billing_of, free_port, server_up, wait_for
+from tests.conftest import DATA, billing_of, free_port, paid_queries, server_up, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 TOKEN, ADMIN = "pipeline-kill-token", "pipeline-kill-admin"
 
 
-def test_killed_kedro_run_resumes_and_pays_each_sample_once(ran_project, tmp_path):
+def test_killed_kedro_run_resumes_and_pays_each_sample_once(ran_project, tmp_path, label_store):
     project = tmp_path / "project"
     shutil.copytree(ran_project, project)
-    ledger_path = project / "data/03_primary/ideal/teacher_query_ledger.sqlite"
-    ledger_path.unlink()
+    shutil.rmtree(project / f"{DATA}/03_primary/ideal/paid_labels")  # nothing paid yet
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     params_file = project / "conf/test/parameters_ideal.yml"
@@ -33,8 +31,7 @@ def test_killed_kedro_run_resumes_and_pays_each_sample_once(ran_project, tmp_pat
     params["ideal"]["teacher_access"].update(kind="http", url=url + "/labels", timeout_s=5, backoff_s=0.05)
     params_file.write_text(yaml.safe_dump(params))
 
-    globals_ = yaml.safe_load((project / "conf/base/globals.yml").read_text())
-    teacher_file = project / globals_["victim_teacher_path"]
+    teacher_file = project / DATA / "06_models/victim/victim_teacher.safetensors"
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "IDEAL_TEACHER_TOKEN": TOKEN, "IDEAL_TEACHER_ADMIN_TOKEN": ADMIN}
     env["KEDRO_DISABLE_TELEMETRY"] = "1"
@@ -58,7 +55,7 @@ def test_killed_kedro_run_resumes_and_pays_each_sample_once(ran_project, tmp_pat
                 first.send_signal(signal.SIGKILL)
                 first.wait(10)
             billed_at_kill = billed()
-            assert QueryLedger(ledger_path).paid_queries() < billed_at_kill < 80, "the kill must land mid-request"
+            assert paid_queries(label_store) < billed_at_kill < 80, "the kill must land mid-request"
             second = subprocess.run(run, cwd=project, env=env, capture_output=True, text=True, timeout=180, check=False)
             assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
             billing = billing_of(url, ADMIN, client_id(TOKEN))
@@ -66,7 +63,7 @@ def test_killed_kedro_run_resumes_and_pays_each_sample_once(ran_project, tmp_pat
             server.terminate()
             server.wait(10)
 
-    summary = json.loads((project / "data/06_models/ideal/round_002/pool_summary.json").read_text())
+    summary = json.loads((project / f"{DATA}/06_models/ideal/round_002/pool_summary.json").read_text())
     assert summary["queries_used"] == 80
-    assert billing["billed_samples"] == 80 == QueryLedger(ledger_path).paid_queries()
+    assert billing["billed_samples"] == 80 == paid_queries(label_store)
     assert billing["replayed_requests"] >= 1  # the chunk in flight at the kill came from the idempotency cache

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ideal_pipeline.models.classifiers import LeNet
-from ideal_pipeline.teacher.local import save_model_file
+from ideal_pipeline.models.files import save_model_file
 
 
 @pytest.fixture(scope="module")

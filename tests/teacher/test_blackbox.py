@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from ideal_pipeline.models.classifiers import LeNet
+from ideal_pipeline.models.files import load_model_file, save_model_file
 from ideal_pipeline.teacher.blackbox import AccountedTeacher, QueryBudgetExceeded, TeacherInputError, image_key
 from ideal_pipeline.teacher.ledger import QueryLedger
-from ideal_pipeline.teacher.local import LocalModelTeacher, load_model_file, load_model_file_cached, save_model_file
+from ideal_pipeline.teacher.local import LocalModelTeacher, ModelCache
 
 
 class CountingTeacher:
@@ -53,12 +54,13 @@ def test_a_replaced_teacher_file_is_loaded_again(tmp_path):
     torch.manual_seed(0)
     first = LeNet().eval()
     save_model_file(first, path, images[:2])
-    assert load_model_file_cached(path) is load_model_file_cached(path)  # one load per process
+    cache = ModelCache()
+    assert cache.load(path, "cpu", False)[0] is cache.load(path, "cpu", False)[0]  # one load per process
     torch.manual_seed(1)
     second = LeNet().eval()
     second.classifier.bias.data += 3 * torch.eye(10)[7]  # answers differ from the first model's
     save_model_file(second, path, images[:2])
-    assert torch.equal(LocalModelTeacher(path).label(images), second(images).argmax(1))
+    assert torch.equal(LocalModelTeacher(path, cache=cache).label(images), second(images).argmax(1))
 
 
 def test_loading_a_file_that_is_not_a_model_is_a_clear_error(tmp_path):

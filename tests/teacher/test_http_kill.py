@@ -22,9 +22,9 @@ import torch
 
 import ideal_pipeline
 from ideal_pipeline.models.classifiers import LeNet
+from ideal_pipeline.models.files import load_model_file
 from ideal_pipeline.teacher.blackbox import image_key
 from ideal_pipeline.teacher.ledger import QueryLedger
-from ideal_pipeline.teacher.local import load_model_file
 from ideal_pipeline.teacher.server import client_id
 from tests.conftest import billing_of, free_port, server_up, wait_for
 
@@ -61,7 +61,8 @@ def test_killed_client_resumes_without_paying_twice(tmp_path):
     env = {**os.environ, "PYTHONPATH": src, "IDEAL_TEACHER_TOKEN": TOKEN, "IDEAL_TEACHER_ADMIN_TOKEN": ADMIN}
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    serve = [sys.executable, "-m", "ideal_pipeline.teacher.cli", "serve", "--model", str(model), "--port", str(port)]
+    serve = [sys.executable, "-m", "ideal_pipeline.teacher.server.cli", "serve", "--model", str(model)]
+    serve += ["--port", str(port)]
     serve += ["--input-shape", "1,28,28", "--max-batch", "50", "--fault-slow", "1", "--fault-slow-s", "1"]
     serve += ["--trust-model-file", "--state-db", str(tmp_path / "server-state.sqlite")]
     client = [

@@ -1,4 +1,4 @@
-"""Server limits (issue 14, finding 5): checks before the body is parsed, clear 4xx instead of 500,
+"""Server limits: checks before the body is parsed, clear 4xx instead of 500,
 bounded concurrency, a start-up self-test, and a model that cannot take a batch answering a
 non-retried 413."""
 
@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from ideal_pipeline.models.classifiers import LeNet
+from ideal_pipeline.models.files import load_model_file
 from ideal_pipeline.teacher.http_client import HttpTeacher, TeacherRequestRejected, encode_batch
-from ideal_pipeline.teacher.local import load_model_file
-from ideal_pipeline.teacher.server import Faults, ModelSelfTestError, create_app, serve_in_thread
+from ideal_pipeline.teacher.server import ModelSelfTestError, create_app
+from ideal_pipeline.teacher.server.testing import Faults, serve_in_thread
 
 pytestmark = pytest.mark.timeout(120)
 TOKEN = "limits-test-token"

@@ -1,4 +1,4 @@
-"""Idempotency and billing state (issue 14, finding 6): per tenant, persisted across restarts, bound to the model."""
+"""Idempotency and billing state: per tenant, persisted across restarts, bound to the model (not its file bytes)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ import torch
 
 import ideal_pipeline
 from ideal_pipeline.models.classifiers import LeNet
+from ideal_pipeline.models.files import load_model_file, save_model_file
 from ideal_pipeline.teacher.http_client import encode_batch
-from ideal_pipeline.teacher.local import load_model_file, save_model_file
-from ideal_pipeline.teacher.server import client_id, create_app, serve_in_thread
+from ideal_pipeline.teacher.server import client_id, create_app
+from ideal_pipeline.teacher.server.testing import serve_in_thread
 from tests.conftest import billing_of, free_port, server_up, wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -62,7 +63,8 @@ def _start_server(model: Path, state_db: Path, log) -> tuple[subprocess.Popen, s
     port = free_port()
     src = str(Path(ideal_pipeline.__file__).parents[1])
     env = {**os.environ, "PYTHONPATH": src, "IDEAL_TEACHER_TOKEN": ALICE, "IDEAL_TEACHER_ADMIN_TOKEN": ADMIN}
-    command = [sys.executable, "-m", "ideal_pipeline.teacher.cli", "serve", "--model", str(model), "--port", str(port)]
+    command = [sys.executable, "-m", "ideal_pipeline.teacher.server.cli", "serve", "--model", str(model)]
+    command += ["--port", str(port)]
     command += ["--input-shape", "1,28,28", "--trust-model-file", "--state-db", str(state_db)]
     server = subprocess.Popen(command, env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
@@ -99,6 +101,43 @@ def test_a_restarted_server_replays_without_billing_again(model_file, tmp_path):
     assert reused_key.status_code == 422 and "Idempotency-Key" in reused_key.json()["error"]
 
 
+RESAVE = """
+import sys, torch
+from safetensors.torch import save_file
+from ideal_pipeline.models.classifiers import LeNet
+from ideal_pipeline.models.files import architecture_name, classifier_weights_bytes, weights_metadata
+torch.manual_seed(0)
+model = LeNet()
+metadata = weights_metadata(classifier_weights_bytes(model, architecture_name(model), (1, 28, 28), 10), "lenet")
+save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()}, sys.argv[1], metadata=metadata)
+"""
+
+
+def _resave(path: Path) -> bytes:
+    """The same weights saved by safetensors' own writer in a new process (its metadata order varies per process)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(ideal_pipeline.__file__).parents[1])}
+    subprocess.run([sys.executable, "-c", RESAVE, str(path)], env=env, check=True, timeout=120)
+    return path.read_bytes()
+
+
+def test_a_server_restarted_on_a_re_saved_identical_model_replays_without_billing(tmp_path):
+    first, second = tmp_path / "a" / "lenet.safetensors", tmp_path / "b" / "lenet.safetensors"
+    first.parent.mkdir(), second.parent.mkdir()
+    original = _resave(first)
+    for _ in range(10):  # two processes write the same order 1 time in 24
+        if _resave(second) != original:
+            break
+    assert second.read_bytes() != original
+    state_db, body, answers = tmp_path / "state.sqlite", _batch(5), []
+    for model in (first, second):  # the server restarted on the re-saved copy, same --state-db
+        app = create_app(model, [ALICE], input_shape=(1, 28, 28), state_db=state_db)
+        with serve_in_thread(app) as url:
+            answers.append(_post(url, ALICE, body, "same-key"))
+    billing = app.state.service.billing[client_id(ALICE)]
+    assert [answer.status_code for answer in answers] == [200, 200] and answers[0].json() == answers[1].json()
+    assert (billing["billed_samples"], billing["billed_requests"], billing["replayed_requests"]) == (4, 1, 1)
+
+
 def test_cached_answers_of_a_replaced_model_are_never_replayed(tmp_path):
     """The same key after the model file changed is labelled (and billed) by the new model."""
     path, state_db, body = tmp_path / "teacher.pt", tmp_path / "state.sqlite", _batch(3, n=16)
@@ -117,9 +156,15 @@ def test_cached_answers_of_a_replaced_model_are_never_replayed(tmp_path):
 
 
 def test_the_default_state_file_is_per_model_and_outside_the_project(model_file, tmp_path, monkeypatch):
-    from ideal_pipeline.teacher.cli import default_state_db
-    from ideal_pipeline.teacher.server import model_fingerprint
+    from ideal_pipeline.models.files import model_fingerprint
+    from ideal_pipeline.teacher.server.cli import default_state_db
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     path = default_state_db(model_file)
-    assert path == tmp_path / "state" / "ideal-teacher" / f"{model_fingerprint(model_file)[:16]}.sqlite"
+    digest = model_fingerprint(model_file).removeprefix("model:sha256:")
+    assert path == tmp_path / "state" / "ideal-teacher" / f"{digest[:16]}.sqlite"
+    copies = [tmp_path / name / "lenet.safetensors" for name in ("a", "b")]
+    for copy in copies:  # two saves of one model name one state file, whatever their bytes
+        copy.parent.mkdir()
+        _resave(copy)
+    assert default_state_db(copies[0]) == default_state_db(copies[1]) != path

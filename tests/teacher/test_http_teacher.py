@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from ideal_pipeline.models.files import load_model_file
 from ideal_pipeline.teacher.blackbox import AccountedTeacher
 from ideal_pipeline.teacher.http_client import (
     HttpTeacher,
@@ -24,8 +25,8 @@ from ideal_pipeline.teacher.http_client import (
     encode_batch,
 )
 from ideal_pipeline.teacher.ledger import QueryLedger
-from ideal_pipeline.teacher.local import load_model_file
-from ideal_pipeline.teacher.server import Faults, client_id, create_app, serve_in_thread
+from ideal_pipeline.teacher.server import client_id, create_app
+from ideal_pipeline.teacher.server.testing import Faults, serve_in_thread
 
 TOKEN = "s3cret-token-for-tests-only"
 pytestmark = pytest.mark.timeout(60)

@@ -1,4 +1,4 @@
-"""Tokens (issue 14, finding 4): stripped and checked when read, never echoed, a malformed one never retried."""
+"""Tokens: stripped and checked when read, never echoed, a malformed one never retried."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import ideal_pipeline
-from ideal_pipeline.teacher import cli
 from ideal_pipeline.teacher.http_client import HttpTeacher
-from ideal_pipeline.teacher.server import create_app, serve_in_thread
+from ideal_pipeline.teacher.server import cli, create_app
+from ideal_pipeline.teacher.server.testing import serve_in_thread
 from ideal_pipeline.teacher.tokens import TokenError, read_tokens
 
 pytestmark = pytest.mark.timeout(120)
@@ -75,7 +75,7 @@ def test_server_refuses_to_start_with_a_malformed_token(model_file, tmp_path):
     """The real command: exit status 1, one line naming the variable, nothing of the token."""
     src = str(Path(ideal_pipeline.__file__).parents[1])
     env = {**os.environ, "PYTHONPATH": src, "IDEAL_TEACHER_TOKEN": f"{TOKEN[:8]}\n{TOKEN[8:]}"}
-    command = [sys.executable, "-m", "ideal_pipeline.teacher.cli", "serve", "--model", str(model_file)]
+    command = [sys.executable, "-m", "ideal_pipeline.teacher.server.cli", "serve", "--model", str(model_file)]
     command += ["--input-shape", "1,28,28", "--trust-model-file", "--state-db", str(tmp_path / "state.sqlite")]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=90, check=False)
     assert done.returncode == 1

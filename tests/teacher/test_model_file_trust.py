@@ -11,14 +11,9 @@ import pytest
 import torch
 
 from ideal_pipeline.models.classifiers import ConvNet, LeNet
+from ideal_pipeline.models.files import UntrustedModelFile, load_model_file, save_classifier_weights, save_model_file
 from ideal_pipeline.teacher.connect import connect_teacher
-from ideal_pipeline.teacher.local import (
-    LocalModelTeacher,
-    UntrustedModelFile,
-    load_model_file,
-    save_classifier_weights,
-    save_model_file,
-)
+from ideal_pipeline.teacher.local import LocalModelTeacher
 
 CARD = {"kind": "model_file", "input_shape": [1, 28, 28], "num_classes": 10}
 

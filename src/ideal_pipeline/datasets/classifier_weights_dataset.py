@@ -9,7 +9,7 @@ import torch
 from kedro.io import AbstractDataset, DatasetError
 from torch import nn
 
-from ideal_pipeline.teacher.local import WEIGHTS_SUFFIX, load_model_file, save_model_file
+from ideal_pipeline.models.files import WEIGHTS_SUFFIX, load_model_file, save_model_file
 
 
 class ClassifierWeightsDataset(AbstractDataset[tuple[nn.Module, torch.Tensor], nn.Module]):

@@ -1,9 +1,9 @@
 """The labelled pool: every earlier round's synthetic images and teacher labels, read as one.
 
 Each round writes its own files (`round_NNN/synthetic_images.safetensors`, `teacher_labels...`);
-this load-only dataset reads rounds 1..r of them. A round's files are read from disk once per
-process and kept while their size and modification time are unchanged, so a run of E rounds
-reads each file once instead of E times.
+this load-only dataset reads rounds 1..r of them. The reader keeps each round's tensors while the
+file's size and modification time are unchanged, so a run of E rounds reads each file once
+instead of E times; it keeps one entry per file, hence at most the run's own pool.
 """
 
 from __future__ import annotations
@@ -16,18 +16,6 @@ from kedro.io import AbstractDataset, DatasetError
 from safetensors.torch import load_file
 
 _SINGLE = "tensor"
-_cache: dict[tuple[str, int, int], torch.Tensor] = {}
-
-
-def _read(path: Path) -> torch.Tensor:
-    """One round's tensor, from this process's cache while the file is unchanged."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-    if key not in _cache:
-        for stale in [k for k in _cache if k[0] == key[0]]:
-            del _cache[stale]
-        _cache[key] = load_file(path)[_SINGLE]
-    return _cache[key]
 
 
 class LabelledPool:
@@ -38,6 +26,16 @@ class LabelledPool:
         self._round_folder = round_folder
         self._images_file = images_file
         self._labels_file = labels_file
+        self._cache: dict[Path, tuple[tuple[int, int], torch.Tensor]] = {}  # path -> (mtime, size), tensor
+
+    def _read(self, path: Path) -> torch.Tensor:
+        """One round's tensor, read again only when its file changed."""
+        stat = path.stat()
+        version = (stat.st_mtime_ns, stat.st_size)
+        cached = self._cache.get(path)
+        if cached is None or cached[0] != version:
+            cached = self._cache[path] = (version, load_file(path)[_SINGLE])
+        return cached[1]
 
     def round_path(self, round_index: int, filename: str) -> Path:
         return self.root / self._round_folder.format(round=round_index) / filename
@@ -51,8 +49,8 @@ class LabelledPool:
                 raise DatasetError(
                     f"round {r}'s labelled samples are missing ({image_path.parent}): run that round first"
                 )
-            images.append(_read(image_path))
-            labels.append(_read(label_path))
+            images.append(self._read(image_path))
+            labels.append(self._read(label_path))
             if len(images[-1]) != len(labels[-1]):
                 raise DatasetError(f"round {r} has {len(images[-1])} images but {len(labels[-1])} labels")
         if not images:

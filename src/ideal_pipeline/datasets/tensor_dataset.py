@@ -10,7 +10,8 @@ import torch
 from kedro.io import AbstractDataset, DatasetError
 from kedro.io.core import get_filepath_str, get_protocol_and_path
 from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
+
+from ideal_pipeline.models.files import canonical_safetensors
 
 _SINGLE = "tensor"
 
@@ -19,7 +20,7 @@ class TensorDataset(AbstractDataset[torch.Tensor | dict[str, torch.Tensor], Any]
     """A tensor, or a flat dict of named tensors, in one `.safetensors` file.
 
     Saving writes to a temporary file and renames it, so an interrupted save never leaves
-    a half-written artifact behind.
+    a half-written artifact behind; the same tensors always give the same bytes.
     """
 
     def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
@@ -39,7 +40,7 @@ class TensorDataset(AbstractDataset[torch.Tensor | dict[str, torch.Tensor], Any]
         tensors = {_SINGLE: data} if isinstance(data, torch.Tensor) else data
         if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
             raise DatasetError(f"{self._filepath}: expected a tensor or a dict of tensors, got {type(data).__name__}")
-        payload = save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+        payload = canonical_safetensors(tensors)
         path = get_filepath_str(self._filepath, self._protocol)
         self._fs.makedirs(str(self._filepath.parent), exist_ok=True)
         partial = f"{path}.partial"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ideal_pipeline.models.resnet import ResNet8, ResNet18, ResNet20, ResNet34
+
 
 class LeNet(nn.Module):
     """The reference code's small CNN ("lenet"): two 5x5 conv+BN+pool blocks (16, 32), FC 1568 -> C."""
@@ -86,7 +88,16 @@ class TanhNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-ARCHITECTURES = {"lenet": LeNet, "convnet": ConvNet, "tanhnet": TanhNet}
+ARCHITECTURES = {
+    "lenet": LeNet,
+    "convnet": ConvNet,
+    "tanhnet": TanhNet,
+    # CIFAR-style ResNets (models/resnet.py): the reference code's 18 and 34, the small 20 and 8 for CPUs.
+    "resnet8": ResNet8,
+    "resnet20": ResNet20,
+    "resnet18": ResNet18,
+    "resnet34": ResNet34,
+}
 
 
 def build_classifier(architecture: str, channels: int, num_classes: int, image_size: int) -> nn.Module:

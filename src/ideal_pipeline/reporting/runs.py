@@ -4,13 +4,14 @@ the run record that keeps both once their experiments or copies are gone."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from ideal_pipeline.config import parameters_from_conf
 
 METRICS = "data/08_reporting/evaluate/metrics.json"
 BASELINE_METRICS = "data/08_reporting/baselines_metrics.json"
@@ -97,19 +98,6 @@ def runs_from_dvc(repo: Path) -> list[Run]:
 
 
 # ---------------------------------------------------------------------------------------------- project copies
-
-
-def parameters_from_conf(project: Path, env: str | None = None) -> dict[str, Any]:
-    """The parameters as `kedro run` reads them, through Kedro's config loader settings; read here
-    rather than through the pipeline registry, which would import every pipeline (and torch)."""
-    from kedro.framework.project import settings
-
-    loader = settings.CONFIG_LOADER_CLASS(
-        conf_source=str(project / settings.CONF_SOURCE),
-        env=env or os.environ.get("KEDRO_ENV"),
-        **settings.CONFIG_LOADER_ARGS,
-    )
-    return loader["parameters"]
 
 
 def run_from_project(project: Path, env: str | None = None) -> Run:

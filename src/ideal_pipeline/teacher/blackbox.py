@@ -17,6 +17,8 @@ from typing import Protocol
 
 import torch
 
+from ideal_pipeline.errors import UserError
+from ideal_pipeline.teacher.holders import new_holder
 from ideal_pipeline.teacher.ledger import LedgerError, QueryLedger
 
 logger = logging.getLogger(__name__)
@@ -30,11 +32,29 @@ class LabelOnlyTeacher(Protocol):
         ...
 
 
-class QueryBudgetExceeded(RuntimeError):
+class QueryBudgetExceeded(UserError, RuntimeError):
     """Raised before sending a request that would spend more than `max_queries`."""
 
 
-class TeacherInputError(ValueError):
+class PossiblyBilled(Exception):
+    """Mixed into a teacher's errors raised after a request may have reached it (and been billed).
+
+    A subclass whose requests surely never left sets `may_have_been_billed = False`.
+    """
+
+
+def may_have_been_billed(error: BaseException) -> bool:
+    """Whether a request that ended in `error` may have reached the teacher; an interruption might have."""
+    if isinstance(error, KeyboardInterrupt | SystemExit):
+        return True
+    return isinstance(error, PossiblyBilled) and getattr(error, "may_have_been_billed", True)
+
+
+class TeacherAnswerError(PossiblyBilled, RuntimeError):
+    """The teacher answered, but not one label per image: the request may have been billed."""
+
+
+class TeacherInputError(UserError, ValueError):
     """The images cannot be sent to the teacher (wrong dtype, shape, range)."""
 
 
@@ -58,20 +78,19 @@ def check_images(images: torch.Tensor, shape: tuple[int, int, int] | None = None
         )
 
 
-def check_planned_spend(ledger: QueryLedger, planned_queries: int, max_queries: int, own_tag_prefix: str) -> None:
-    """Fail before any work when a run's plan cannot fit the budget, given what the ledger already holds.
+def check_planned_spend(planned: int, spent: int, max_queries: int, scope: str) -> None:
+    """Fail before any work when a run's plan cannot fit its budget.
 
-    Labels tagged with `own_tag_prefix` (this run's, from an earlier attempt) are reused free;
-    everything else in the ledger (other runs' labels, reservations in flight) counts as spent.
+    A run pays at most one label per planned sample over all its attempts (`spent` is what its
+    scope already paid or reserved), so the plan fits when both are within `max_queries`.
     """
-    held = ledger.spent_queries(own_tag_prefix)
-    other = ledger.spent_queries() - held
-    if other + planned_queries > max_queries:
+    if max(planned, spent) > max_queries:
+        held = f"; {spent} already paid or reserved" if spent else ""
         raise QueryBudgetExceeded(
-            f"the run plans {planned_queries} queries ({held} of them already in the ledger from an earlier "
-            f"attempt, tagged {own_tag_prefix!r}, reused free) and {ledger.path} holds {other} other paid or "
-            f"reserved queries: {other} + {planned_queries} = {other + planned_queries} > max_queries={max_queries}. "
-            "Lower the plan, raise max_queries, or use a new ledger file."
+            f"the run {scope!r} plans {planned} queries (rounds x samples per round){held}, over its budget "
+            f"max_queries={max_queries}. Raise ideal.teacher_access.max_queries to {max(planned, spent)} "
+            "or plan fewer rounds or samples; labels any run already bought are reused free, but only "
+            "counted once they are seen."
         )
 
 
@@ -80,15 +99,21 @@ class AccountedTeacher:
 
     `label(images, tag)` takes uint8 images (N, C, H, W), returns int64 labels (N,). Images
     whose label this teacher already gave (in the ledger) cost nothing; the others are sent in
-    chunks of `max_batch`, each reserved in the ledger first, within `max_queries` for the
-    ledger's total spend (labels + reservations of every process sharing it). Each chunk's
-    labels are committed as soon as they arrive, with `tag` (a short purpose string) on every
-    row. A chunk whose request fails with an error has its reservation released; one whose
-    process is killed keeps it (see `teacher.ledger`): the budget is never exceeded.
+    batches of `max_batch`, each reserved in the ledger first, within `max_queries` for the
+    rows whose tag starts with `budget_scope` (the ledger's total spend when None), counting
+    every process sharing the ledger. Each batch's labels are committed as soon as they
+    arrive, with `tag` (a short purpose string, inside the scope) on every row.
 
-    `teacher_fingerprint` names the teacher (`local.model_file_fingerprint`, `connect.http_fingerprint`); a
-    ledger holding another teacher's labels is refused at construction. Without it, the
-    teacher's own `fingerprint` attribute is used, else its class name (tests, benchmarks).
+    A batch that surely never reached the teacher has its reservation released. One that may
+    have been billed (a `PossiblyBilled` error, an interruption, a killed process) keeps it,
+    counted against the budget; every `label` call first sends such batches again exactly as
+    they were (the same body: an HTTP teacher replays it under the same Idempotency-Key without
+    billing), which settles them. So the bill never exceeds the budget.
+
+    `teacher_fingerprint` names the teacher (`models.files.model_fingerprint`,
+    `connect.http_fingerprint`); a ledger holding another teacher's labels is refused at
+    construction. Without it, the teacher's own `fingerprint` attribute is used, else its class
+    name (tests, benchmarks).
     """
 
     def __init__(
@@ -100,6 +125,7 @@ class AccountedTeacher:
         input_shape: tuple[int, int, int] | None = None,
         num_classes: int | None = None,
         teacher_fingerprint: str | None = None,
+        budget_scope: str | None = None,
         wait_poll_s: float = 0.05,
         max_wait_s: float = 3600.0,
     ):
@@ -116,57 +142,98 @@ class AccountedTeacher:
         self.fingerprint = (
             teacher_fingerprint or getattr(teacher, "fingerprint", None) or f"unidentified:{type(teacher).__qualname__}"
         )
+        self.budget_scope = budget_scope
         self.wait_poll_s = wait_poll_s
         self.max_wait_s = max_wait_s  # for labels another caller is buying
-        self.queries_sent = 0  # by this object, i.e. paid in this process
+        self.queries_sent = 0  # new labels paid through this object
+        self.replayed = 0  # labels of possibly billed batches settled by sending them again
         ledger.check_teacher(self.fingerprint)
 
     def label(
         self, images: torch.Tensor, tag: str | None = None, *, progress: Callable[[int], None] | None = None
     ) -> torch.Tensor:
         check_images(images, self.input_shape)
+        if tag is not None and self.budget_scope is not None and not tag.startswith(self.budget_scope):
+            raise ValueError(f"tag {tag!r} is outside this client's budget scope {self.budget_scope!r}")
         keys = [image_key(image) for image in images]
         first: dict[str, int] = {}  # two identical images in one request are one query
         for index, key in enumerate(keys):
             first.setdefault(key, index)
+        holder = new_holder()
+        self.settle(holder)
         known = self.ledger.lookup(list(first), self.fingerprint)
         pending = [key for key in first if key not in known]
         if progress is not None and len(keys) - len(pending):
             progress(len(keys) - len(pending))
-        with self.ledger.holding() as holder:
-            waiting_since = None
-            while pending:
-                claim = self.ledger.reserve(pending, self.fingerprint, holder, self.max_queries, self.max_batch, tag)
-                known.update(claim.known)
-                if claim.shortfall_spent is not None:
-                    self._refuse(claim.shortfall_spent, len(pending) - len(claim.known))
-                if claim.keys:
-                    known.update(self._pay(images, first, claim.keys, holder, tag))
-                    waiting_since = None
-                elif claim.busy:
+        waiting_since = None
+        image_bytes = {key: images[first[key]].contiguous().numpy().tobytes() for key in pending}
+        while pending:
+            claim = self.ledger.reserve(
+                pending,
+                image_bytes,
+                tuple(images.shape[1:]),
+                self.fingerprint,
+                holder,
+                self.max_queries,
+                self.max_batch,
+                tag,
+                self.budget_scope,
+            )
+            known.update(claim.known)
+            if claim.shortfall_spent is not None:
+                self._refuse(claim.shortfall_spent, len(pending) - len(claim.known))
+            if claim.keys:
+                known.update(self._pay(images[[first[key] for key in claim.keys]], claim.keys, holder, tag))
+                waiting_since = None
+            elif claim.busy:
+                if not self.settle(holder):
                     waiting_since = waiting_since or time.monotonic()
                     self._wait(claim.busy, waiting_since)
-                if progress is not None and (claim.known or claim.keys):
-                    progress(len(claim.known) + len(claim.keys))
-                pending = [key for key in pending if key not in known]
+                known.update(self.ledger.lookup(claim.busy, self.fingerprint))
+            if progress is not None and (claim.known or claim.keys):
+                progress(len(claim.known) + len(claim.keys))
+            pending = [key for key in pending if key not in known]
         return torch.tensor([known[key] for key in keys], dtype=torch.int64)
 
-    def _pay(self, images: torch.Tensor, first: dict[str, int], keys: list[str], holder: str, tag: str | None) -> dict:
+    def settle(self, holder: str) -> int:
+        """Send every stale, possibly billed batch of this teacher again, exactly as it was; returns the labels settled."""
+        settled = 0
+        for batch in self.ledger.stale_batches(self.fingerprint):
+            stale = self.ledger.claim_batch(batch, holder)
+            if stale is None:
+                continue
+            images = torch.stack(
+                [torch.frombuffer(bytearray(blob), dtype=torch.uint8).view(stale.shape) for blob in stale.images]
+            )
+            labels = self._pay(images, stale.keys, holder, stale.tag, new=False)
+            logger.info("settled %d possibly billed labels of an interrupted request by sending it again", len(labels))
+            settled += len(labels)
+        self.replayed += settled
+        return settled
+
+    def _pay(
+        self, images: torch.Tensor, keys: list[str], holder: str, tag: str | None, new: bool = True
+    ) -> dict[str, int]:
         try:
-            labels = self._send(images[[first[key] for key in keys]])
-        except Exception:  # refused, unreachable or nonsense: not billed, give the budget back
-            self.ledger.release(holder, keys)
+            labels = self._send(images)
+        except BaseException as error:
+            if may_have_been_billed(error) or not new:
+                self.ledger.mark_unsettled(holder, keys)  # may have been billed: keep counting it
+            else:
+                self.ledger.release(holder, keys)  # never reached the teacher: give the budget back
             raise
-        paid = dict(zip(keys, labels.tolist()))
+        paid = dict(zip(keys, labels.tolist(), strict=True))
         self.ledger.commit(paid, self.fingerprint, tag)
-        self.queries_sent += len(paid)
+        if new:
+            self.queries_sent += len(paid)
         return paid
 
     def _refuse(self, spent: int, needed: int) -> None:
-        reserved = self.ledger.reserved_queries()
-        in_flight = f" (of which {reserved} reserved by requests in flight or interrupted)" if reserved else ""
+        reserved = self.ledger.reserved_queries(self.budget_scope)
+        in_flight = f" (of which {reserved} reserved by requests in flight or possibly billed)" if reserved else ""
+        scope = f" for {self.budget_scope!r}" if self.budget_scope else ""
         raise QueryBudgetExceeded(
-            f"query budget exhausted: max_queries={self.max_queries}, already spent {spent}{in_flight}, "
+            f"query budget exhausted{scope}: max_queries={self.max_queries}, already spent {spent}{in_flight}, "
             f"this request needs {needed} more; nothing was sent. Raise max_queries to pay for them."
         )
 
@@ -184,10 +251,10 @@ class AccountedTeacher:
         labels = self._teacher.label(images.float().div(255.0))
         labels = torch.as_tensor(labels)
         if labels.shape != (len(images),) or labels.dtype not in (torch.int64, torch.int32):
-            raise RuntimeError(
+            raise TeacherAnswerError(
                 f"teacher answered {tuple(labels.shape)} {labels.dtype} for {len(images)} images; "
                 "expected one integer label per image"
             )
         if self.num_classes is not None and ((labels < 0) | (labels >= self.num_classes)).any():
-            raise RuntimeError(f"teacher answered a label outside [0, {self.num_classes})")
+            raise TeacherAnswerError(f"teacher answered a label outside [0, {self.num_classes})")
         return labels.to(torch.int64)

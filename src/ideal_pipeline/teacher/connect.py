@@ -7,7 +7,9 @@ import json
 from typing import Any
 
 from ideal_pipeline.teacher.blackbox import AccountedTeacher, LabelOnlyTeacher
+from ideal_pipeline.teacher.label_store import LabelStore
 from ideal_pipeline.teacher.ledger import QueryLedger
+from ideal_pipeline.teacher.local import ModelCache
 
 TEACHER_KINDS = ("model_file", "http")
 
@@ -56,12 +58,15 @@ def _trusted(access: dict[str, Any], api_card: dict[str, Any]) -> bool:
     return bool(access.get("trusted_model_file") or api_card.get("trusted_model_file"))
 
 
-def connect_teacher(access: dict[str, Any], api_card: dict[str, Any]) -> LabelOnlyTeacher:
+def connect_teacher(
+    access: dict[str, Any], api_card: dict[str, Any], models: ModelCache | None = None
+) -> LabelOnlyTeacher:
     """`access` is `params:ideal.teacher_access` (or `params:external_teacher`); `api_card` is what the owner publishes.
 
     `access.kind` (default: the card's) picks the transport: `model_file` (this project's
     .safetensors, or a trusted TorchScript / torch.export file) or `http` (a remote label-only
-    endpoint). The returned teacher has a `fingerprint` naming it for the ledger.
+    endpoint). The returned teacher has a `fingerprint` naming it for the ledger. `models` keeps
+    model files loaded across calls.
     """
     if teacher_kind(access, api_card) == "model_file":
         from ideal_pipeline.teacher.local import LocalModelTeacher
@@ -69,7 +74,8 @@ def connect_teacher(access: dict[str, Any], api_card: dict[str, Any]) -> LabelOn
         path = access.get("model_path") or api_card.get("model_path")
         if not path:
             raise ValueError("teacher_access.kind=model_file needs a model_path (in the parameters or the API card)")
-        return LocalModelTeacher(path, device=access.get("device") or "cpu", trusted=_trusted(access, api_card))
+        device = access.get("device") or "cpu"
+        return LocalModelTeacher(path, device=device, trusted=_trusted(access, api_card), cache=models)
     from ideal_pipeline.teacher.http_client import HttpTeacher
 
     endpoint = http_endpoint(access, api_card)
@@ -79,13 +85,20 @@ def connect_teacher(access: dict[str, Any], api_card: dict[str, Any]) -> LabelOn
 
 
 def accounted_teacher(
-    access: dict[str, Any], api_card: dict[str, Any], ledger: QueryLedger, max_queries: int
+    access: dict[str, Any],
+    api_card: dict[str, Any],
+    labels: LabelStore | QueryLedger,
+    max_queries: int,
+    budget_scope: str | None = None,
 ) -> AccountedTeacher:
     """The counted, budgeted, persisted client every node labels through, shaped by the API card.
 
-    Bound to the teacher's fingerprint: a ledger holding another teacher's labels is refused.
+    `labels` is the label store (the teacher's own ledger in it is used) or one ledger file,
+    which must hold this teacher's labels only.
     """
-    teacher = connect_teacher(access, api_card)
+    models = labels.models if isinstance(labels, LabelStore) else None
+    teacher = connect_teacher(access, api_card, models)
+    ledger = labels.ledger(teacher.fingerprint) if isinstance(labels, LabelStore) else labels
     return AccountedTeacher(
         teacher,
         ledger,
@@ -94,4 +107,5 @@ def accounted_teacher(
         input_shape=tuple(int(v) for v in api_card["input_shape"]),
         num_classes=int(api_card["num_classes"]),
         teacher_fingerprint=teacher.fingerprint,
+        budget_scope=budget_scope,
     )

@@ -22,6 +22,8 @@ import httpx
 import numpy as np
 import torch
 
+from ideal_pipeline.errors import UserError
+from ideal_pipeline.teacher.blackbox import PossiblyBilled
 from ideal_pipeline.teacher.tokens import read_token
 
 logger = logging.getLogger(__name__)
@@ -30,7 +32,7 @@ logger = logging.getLogger(__name__)
 _RETRYABLE_STATUS = {408, 429}
 
 
-class TeacherRequestRejected(RuntimeError):
+class TeacherRequestRejected(UserError, RuntimeError):
     """The teacher refused the request itself (401, 413, 422, ...); resending will not help."""
 
     _HINTS: ClassVar[dict[int, str]] = {
@@ -47,16 +49,26 @@ class TeacherRequestRejected(RuntimeError):
         super().__init__(f"teacher rejected the request with HTTP {status}: {message}" + (f" ({hint})" if hint else ""))
 
 
-class TeacherUnavailable(RuntimeError):
-    """The teacher kept failing transiently (connection errors, timeouts, 429, 5xx) past `max_retries`."""
+class TeacherUnavailable(UserError, PossiblyBilled, RuntimeError):
+    """The teacher kept failing transiently (timeouts, dropped answers, 429, 5xx) past `max_retries`.
+
+    At least one attempt reached the teacher, which may have billed it: the ledger keeps the
+    batch reserved until the same request, sent again, settles it.
+    """
 
 
-class TeacherRequestInvalid(RuntimeError):
+class TeacherUnreachable(TeacherUnavailable):
+    """No attempt could even connect: nothing reached the teacher, nothing was billed."""
+
+    may_have_been_billed = False
+
+
+class TeacherRequestInvalid(UserError, RuntimeError):
     """The request could not be sent as built (e.g. a header httpx refuses); resending it will not help."""
 
 
-class TeacherProtocolError(RuntimeError):
-    """The teacher answered 200 with something that is not one label per image."""
+class TeacherProtocolError(PossiblyBilled, RuntimeError):
+    """The teacher answered 200 with something that is not one label per image (and billed it)."""
 
 
 def encode_batch(images: np.ndarray) -> bytes:
@@ -146,7 +158,7 @@ class HttpTeacher:
     def _post(self, batch: np.ndarray) -> np.ndarray:
         body = encode_batch(batch)
         key = hashlib.sha256(body).hexdigest()
-        failure = ""
+        failure, reached = "", False
         for attempt in range(self.max_retries + 1):
             if attempt:
                 logger.warning(
@@ -165,7 +177,9 @@ class HttpTeacher:
                 ) from None
             except httpx.TransportError as error:  # connect/read timeouts, refused or dropped connections
                 failure = f"{type(error).__name__}: {error}"
+                reached = reached or not isinstance(error, httpx.ConnectError | httpx.ConnectTimeout)
             else:
+                reached = True
                 if response.status_code == 200:
                     return self._parse(response, len(batch))
                 failure = f"HTTP {response.status_code}: {_error_message(response)}"
@@ -176,7 +190,8 @@ class HttpTeacher:
                     wait = max(wait, min(retry_after, self.max_backoff_s)) + random.uniform(0, self.backoff_s)
             if attempt < self.max_retries:
                 time.sleep(wait)
-        raise TeacherUnavailable(
+        unavailable = TeacherUnavailable if reached else TeacherUnreachable
+        raise unavailable(
             f"teacher at {self.url} still failing after {self.max_retries + 1} attempts (last: {failure}); "
             "labels already paid are in the ledger, rerun to resume"
         )

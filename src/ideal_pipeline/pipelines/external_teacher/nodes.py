@@ -1,7 +1,7 @@
 """Nodes of the `external_teacher` pipeline: describe a teacher we did not train.
 
-Its test-set labels must be bought like any other label, so they go through their own
-ledger and budget, separate from IDEAL's: evaluation spend never hides in the method's.
+Its test-set labels must be bought like any other label, so they go through the label store
+under a budget of their own, separate from IDEAL's: evaluation spend never hides in the method's.
 """
 
 from __future__ import annotations
@@ -9,11 +9,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import httpx
 import torch
 
+from ideal_pipeline.errors import UserError
+from ideal_pipeline.models.files import WEIGHTS_SUFFIX, load_model_file, read_model_bytes, weights_shape
 from ideal_pipeline.teacher.blackbox import TeacherInputError
 from ideal_pipeline.teacher.connect import accounted_teacher
-from ideal_pipeline.teacher.ledger import QueryLedger
+from ideal_pipeline.teacher.label_store import LabelStore
+from ideal_pipeline.teacher.tokens import read_token
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +34,53 @@ def _endpoint(params: dict[str, Any]) -> dict[str, Any]:
     if not params.get("model_path"):
         raise ValueError("external_teacher.kind=model_file needs external_teacher.model_path")
     return {"model_path": params["model_path"], "trusted_model_file": bool(params.get("trusted_model_file"))}
+
+
+class ExternalTeacherMismatch(UserError, ValueError):
+    """The named teacher does not take what `external_teacher` says, or cannot be reached."""
+
+
+def check_external_teacher(params: dict[str, Any]) -> None:
+    """Before any work: the teacher loads, takes `input_shape` and answers `num_classes` classes, or is reachable.
+
+    A `.safetensors` file is checked from its metadata; a trusted `.pt`/`.pt2` file is loaded and
+    asked for one all-black image; an HTTP teacher must accept a connection and the token.
+    """
+    endpoint = _endpoint(params)
+    shape, classes = tuple(int(v) for v in params["input_shape"]), int(params["num_classes"])
+    if params["kind"] == "http":
+        _check_reachable(endpoint["url"], endpoint["token_env"])
+        return
+    path = endpoint["model_path"]
+    if str(path).endswith(WEIGHTS_SUFFIX):
+        file_shape, file_classes = weights_shape(read_model_bytes(path), str(path))
+    else:
+        model = load_model_file(path, trusted=endpoint["trusted_model_file"])
+        try:
+            with torch.inference_mode():
+                file_shape, file_classes = shape, int(model(torch.zeros(1, *shape)).shape[-1])
+        except Exception as error:  # noqa: BLE001 - the model's own code decides what it raises on a wrong shape
+            raise ExternalTeacherMismatch(
+                f"{path} cannot label an image of external_teacher.input_shape {list(shape)}: "
+                f"{str(error).splitlines()[0][:200]}"
+            ) from None
+    if (tuple(file_shape), file_classes) != (shape, classes):
+        raise ExternalTeacherMismatch(
+            f"{path} takes images of shape {tuple(file_shape)} and answers {file_classes} classes, but "
+            f"external_teacher says input_shape {list(shape)} and num_classes {classes}: correct those parameters"
+        )
+
+
+def _check_reachable(url: str, token_env: str) -> None:
+    token = read_token(token_env)  # a missing or malformed token is a clear error before any work
+    try:
+        answer = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    except httpx.HTTPError as error:
+        raise ExternalTeacherMismatch(f"the teacher at {url} cannot be reached: {type(error).__name__}") from None
+    if answer.status_code in (401, 403):
+        raise ExternalTeacherMismatch(
+            f"the teacher at {url} refuses the token in ${token_env} (HTTP {answer.status_code})"
+        )
 
 
 def describe_external_teacher(real_test: dict[str, torch.Tensor], params: dict[str, Any]) -> dict[str, Any]:
@@ -55,12 +106,17 @@ def describe_external_teacher(real_test: dict[str, torch.Tensor], params: dict[s
     return card
 
 
+EVALUATION_SCOPE = "external_teacher/test_set/"
+
+
 def label_test_set(
-    real_test: dict[str, torch.Tensor], teacher_api: dict[str, Any], ledger: QueryLedger, params: dict[str, Any]
+    real_test: dict[str, torch.Tensor], teacher_api: dict[str, Any], paid_labels: LabelStore, params: dict[str, Any]
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """The teacher's labels of the real test set (paid, counted, under `evaluation_max_queries`)."""
-    teacher = accounted_teacher(params, teacher_api, ledger, max_queries=params["evaluation_max_queries"])
-    predictions = teacher.label(real_test["images"], tag="external_teacher/test_set")
+    budget = params["evaluation_max_queries"]
+    teacher = accounted_teacher(params, teacher_api, paid_labels, budget, budget_scope=EVALUATION_SCOPE)
+    predictions = teacher.label(real_test["images"], tag=EVALUATION_SCOPE)
+    paid_labels.export(teacher.fingerprint, real_test["images"], predictions)
     accuracy = (predictions == real_test["labels"]).float().mean().item()
     logger.info(
         "external teacher: %.2f%% on %d test images (%d paid now)",
@@ -71,5 +127,5 @@ def label_test_set(
     return predictions, {
         "teacher_accuracy": accuracy,
         "test_samples": len(predictions),
-        "evaluation_queries": ledger.paid_queries(),
+        "evaluation_queries": teacher.ledger.paid_queries(EVALUATION_SCOPE),
     }

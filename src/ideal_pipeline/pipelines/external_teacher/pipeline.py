@@ -15,7 +15,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 label_test_set,
-                ["real_test", "teacher_api", "evaluation_query_ledger", "params:external_teacher"],
+                ["real_test", "teacher_api", "evaluation_paid_labels", "params:external_teacher"],
                 ["teacher_test_predictions", "teacher_metrics"],
                 name="label_test_set",
             ),

@@ -8,6 +8,8 @@ beside IDEAL's, so every method goes through the same labelling and distillation
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import replace
@@ -23,6 +25,7 @@ from ideal_pipeline.models.generator import Generator
 from ideal_pipeline.runtime import (
     MOMENTUM_PREFIX,
     build_student,
+    compute_signature,
     input_shape,
     load_student,
     round_seed,
@@ -32,7 +35,7 @@ from ideal_pipeline.runtime import (
 )
 from ideal_pipeline.teacher.blackbox import check_planned_spend
 from ideal_pipeline.teacher.connect import accounted_teacher
-from ideal_pipeline.teacher.ledger import QueryLedger
+from ideal_pipeline.teacher.label_store import LabelStore
 
 logger = logging.getLogger(__name__)
 
@@ -66,29 +69,39 @@ def _next_round(previous_summary: dict[str, Any]) -> int:
     return int(previous_summary["round"]) + 1
 
 
-def run_tag(method: str, seed: int, round_index: int | None = None) -> str:
-    """What a paid label was bought for, e.g. `ideal/seed=0/round=007`: a rerun of the same run reuses it."""
-    prefix = f"{method}/seed={seed}/"
-    return prefix if round_index is None else f"{prefix}round={round_index:03d}"
+def run_identity(method: str, ideal: dict[str, Any], compute: dict[str, Any]) -> str:
+    """What a run's paid labels are bought for: `ideal/seed=0/run=1a2b3c4d/` (its budget scope).
+
+    The hash covers everything that decides the run's images (the method, every IDEAL parameter
+    but the teacher access, and the compute as resolved on this machine: another CPU or precision
+    rounds differently), so a rerun of the same run finds its own labels again and a changed run
+    gets a budget of its own.
+    """
+    settings = {key: value for key, value in ideal.items() if key != "teacher_access"}
+    signature = json.dumps({"method": method, "ideal": settings, "compute": compute_signature(compute)}, sort_keys=True)
+    return f"{method}/seed={ideal['seed']}/run={hashlib.sha256(signature.encode()).hexdigest()[:8]}/"
 
 
 def plan_queries(
     method: str,
-    ledger: QueryLedger,
-    rounds: int,
-    batch_size: int,
-    label_mirrors: bool,
-    seed: int,
-    access: dict[str, Any],
+    paid_labels: LabelStore,
+    teacher_api: dict[str, Any],
+    ideal: dict[str, Any],
+    compute: dict[str, Any],
 ) -> dict[str, Any]:
-    """Round 0: the run's planned queries against its budget and what the ledger already holds.
+    """Round 0: the teacher checked, and the run's planned queries against its budget, before any work.
 
-    Fails before any work when they cannot fit; the labels this same run already paid for (an
-    earlier, interrupted attempt) count as free.
+    The budget (`teacher_access.max_queries`) is what this run may pay over all its attempts.
+    A rerun of the same run reuses what it paid; labels bought by other runs are reused too but
+    are not counted on in advance, so a run that passes this check never stops for budget midway.
     """
-    planned = rounds * samples_per_round(batch_size, label_mirrors)
-    check_planned_spend(ledger, planned, access["max_queries"], own_tag_prefix=run_tag(method, seed))
-    return {"method": method, "planned_queries": planned, "max_queries": access["max_queries"]}
+    access = ideal["teacher_access"]
+    planned = ideal["rounds"] * samples_per_round(ideal["batch_size"], ideal["label_mirrors"])
+    scope = run_identity(method, ideal, compute)
+    teacher = accounted_teacher(access, teacher_api, paid_labels, access["max_queries"], budget_scope=scope)
+    spent = teacher.ledger.spent_queries(scope)
+    check_planned_spend(planned, spent, access["max_queries"], scope)
+    return {"method": method, "budget_scope": scope, "planned_queries": planned, "max_queries": access["max_queries"]}
 
 
 def initialize_student(
@@ -99,6 +112,7 @@ def initialize_student(
     student = build_student(student_params["architecture"], teacher_api)
     summary = {
         "method": query_plan["method"],
+        "budget_scope": query_plan["budget_scope"],
         "round": 0,
         "pool_size": 0,
         "queries_used": 0,
@@ -253,25 +267,28 @@ def label_with_teacher(
     synthetic_images: torch.Tensor,
     previous_summary: dict[str, Any],
     teacher_api: dict[str, Any],
-    ledger: QueryLedger,
+    paid_labels: LabelStore,
     access: dict[str, Any],
-    seed: int,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """One query per new sample, through the counted, budgeted, persisted client.
 
-    The receipt records what this run paid and how long it took: a record of the run, not a
-    result (a rerun pays nothing), so DVC does not hash it (.dvcignore).
+    The labels also go to the store's travelling copy (a DVC output). The receipt records what
+    this run paid and how long it took: a record of the run, not a result (a rerun pays
+    nothing), so DVC does not hash it (.dvcignore).
     """
     round_index = _next_round(previous_summary)
-    teacher = accounted_teacher(access, teacher_api, ledger, max_queries=access["max_queries"])
+    scope = previous_summary["budget_scope"]
+    teacher = accounted_teacher(access, teacher_api, paid_labels, access["max_queries"], budget_scope=scope)
     started = time.perf_counter()
-    labels = teacher.label(synthetic_images, tag=run_tag(previous_summary["method"], seed, round_index))
+    labels = teacher.label(synthetic_images, tag=f"{scope}round={round_index:03d}")
+    paid_labels.export(teacher.fingerprint, synthetic_images, labels)
     receipt = {
         "round": round_index,
         "samples": len(labels),
         "queries_paid_now": teacher.queries_sent,
         "labels_reused_from_ledger": len(labels) - teacher.queries_sent,
-        "ledger_paid_total": ledger.paid_queries(),
+        "run_spent": teacher.ledger.spent_queries(scope),
+        "ledger_paid_total": teacher.ledger.paid_queries(),
         "max_queries": access["max_queries"],
         "seconds": time.perf_counter() - started,
     }
@@ -292,7 +309,6 @@ def distill_student(
     synthetic_images: torch.Tensor,
     teacher_labels: torch.Tensor,
     image_source_log: dict[str, Any],
-    labelling_receipt: dict[str, Any],
     teacher_api: dict[str, Any],
     params: dict[str, Any],
     student_params: dict[str, Any],
@@ -320,7 +336,6 @@ def distill_student(
     settings = replace(settings, lr=round_learning_rate(settings, round_index, rounds))
     # The reference code keeps one optimiser for the whole run: its momentum travels with the student.
     momentum = {k.removeprefix(MOMENTUM_PREFIX): v for k, v in student_state.items() if k.startswith(MOMENTUM_PREFIX)}
-    started = time.perf_counter()
     losses = distill(
         student,
         images,
@@ -336,6 +351,7 @@ def distill_student(
     )
     summary = {
         "method": previous_summary["method"],
+        "budget_scope": previous_summary["budget_scope"],
         "round": round_index,
         "pool_size": len(labels),
         "queries_used": previous_summary["queries_used"] + len(teacher_labels),
@@ -348,18 +364,5 @@ def distill_student(
         "generator_loss": image_source_log.get("best_loss"),
         "generator_steps": image_source_log.get("generator_steps"),
     }
-    hit_rate = summary["target_hit_rate"]
-    logger.info(
-        "%s round %d | queries %d/%d (paid now %d) | targets hit %s | rarest class %d | distill loss %.3f (%.1f s)",
-        summary["method"],
-        round_index,
-        summary["queries_used"],
-        summary["planned_queries"],
-        labelling_receipt["queries_paid_now"],
-        "-" if hit_rate is None else f"{100 * hit_rate:.0f}%",
-        summary["smallest_class_count"],
-        summary["distill_loss"],
-        time.perf_counter() - started,
-    )
     kept = {MOMENTUM_PREFIX + k: v for k, v in momentum.items()} if settings.keep_optimizer else {}
     return {**state_to_tensors(student.cpu()), **kept}, summary

@@ -115,14 +115,7 @@ def _round(namespace: str, method: str, reinitialize: bool, round_index: int) ->
         *_image_source(method, reinitialize, round_index),
         node(
             nodes.label_with_teacher,
-            [
-                "synthetic_images",
-                "previous_pool_summary",
-                "teacher_api",
-                "teacher_query_ledger",
-                "params:ideal.teacher_access",
-                "params:ideal.seed",
-            ],
+            ["synthetic_images", "previous_pool_summary", "teacher_api", "paid_labels", "params:ideal.teacher_access"],
             ["teacher_labels", "labelling_receipt"],
             name="label_with_teacher",
         ),
@@ -135,7 +128,6 @@ def _round(namespace: str, method: str, reinitialize: bool, round_index: int) ->
                 "synthetic_images",
                 "teacher_labels",
                 "image_source_log",
-                "labelling_receipt",
                 "teacher_api",
                 "params:ideal.distill",
                 "params:ideal.student",
@@ -148,9 +140,9 @@ def _round(namespace: str, method: str, reinitialize: bool, round_index: int) ->
         ),
     ]
     round_pipeline = Pipeline(steps)
-    # The ledger and the pool reader belong to the method, not to the round.
+    # The paid labels and the pool reader belong to the method, not to the round.
     method_level = {
-        "teacher_query_ledger": f"{namespace}.teacher_query_ledger",
+        "paid_labels": f"{namespace}.paid_labels",
         "labelled_pool": f"{namespace}.labelled_pool",
     }
     used = round_pipeline.inputs()
@@ -175,14 +167,7 @@ def create_method_pipeline(method: str, rounds: int, reinitialize: bool = True) 
         [
             node(
                 update_wrapper(partial(nodes.plan_queries, method), nodes.plan_queries),
-                [
-                    "teacher_query_ledger",
-                    "params:ideal.rounds",
-                    "params:ideal.batch_size",
-                    "params:ideal.label_mirrors",
-                    "params:ideal.seed",
-                    "params:ideal.teacher_access",
-                ],
+                ["paid_labels", "teacher_api", "params:ideal", "params:compute"],
                 "query_plan",
                 name="plan_queries",
             ),

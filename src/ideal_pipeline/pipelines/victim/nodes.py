@@ -21,8 +21,8 @@ def train_victim_teacher(
     real_train: dict[str, torch.Tensor], params: dict[str, Any], compute: dict[str, Any]
 ) -> tuple[tuple[nn.Module, torch.Tensor], dict]:
     """Train the victim on real data; returns (model, example input), saved as safetensors weights + architecture."""
-    # fp32 whatever compute.precision says: the victim stands for someone else's model, which must
-    # not change with the hardware it is trained on.
+    # victim.precision, not compute.precision: the victim stands for someone else's model, which must
+    # not change with the hardware it is trained on (fp32 by default; bf16 only when asked for).
     device, _ = use_compute(compute)
     images, labels = real_train["images"], real_train["labels"]
     channels, size = images.shape[1], images.shape[2]
@@ -39,7 +39,11 @@ def train_victim_teacher(
         params["weight_decay"],
         params["seed"],
         device,
-        precision=torch.float32,
+        precision=params.get("precision", "fp32"),
+        optimizer=params.get("optimizer", "adamw"),
+        label_smoothing=params.get("label_smoothing", 0.0),
+        augment=params.get("augment", False),
+        channels_last=params.get("channels_last", False),
     )
     seconds = time.perf_counter() - started
     logger.info("victim teacher trained: %d epochs in %.0f s, final loss %.4f", params["epochs"], seconds, losses[-1])
@@ -62,8 +66,12 @@ def publish_teacher_api(
     real_test: dict[str, torch.Tensor],
     params: dict[str, Any],
     api_params: dict[str, Any],
+    class_names: list[str] | None = None,
 ) -> dict[str, Any]:
-    """What the owner tells API users: input shape, classes, and where to send images."""
+    """What the owner tells API users: input shape, classes, and where to send images.
+
+    The classes are named by `victim.class_names` when set, else by `class_names` (the data source's).
+    """
     channels, height, width = real_test["images"].shape[1:]
     with torch.inference_mode():
         victim_teacher(torch.zeros(1, channels, height, width))  # the published shape must work
@@ -72,5 +80,5 @@ def publish_teacher_api(
         "model_path": api_params["published_model_path"],
         "input_shape": [int(channels), int(height), int(width)],
         "num_classes": int(params["num_classes"]),
-        "class_names": list(params.get("class_names") or range(params["num_classes"])),
+        "class_names": list(params.get("class_names") or class_names or range(params["num_classes"])),
     }

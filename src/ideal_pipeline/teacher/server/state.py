@@ -3,7 +3,8 @@
 An answer is stored and billed in one transaction before it is sent, so a restarted server
 neither forgets what it billed nor bills a replay twice. The cache is bounded per client: one
 tenant's traffic evicts only its own oldest keys. Cached answers belong to one model (its
-file's SHA-256): after the model file changes, old answers are dropped, never replayed.
+`ideal_pipeline.models.files.model_fingerprint`: what answers, not the file's bytes): after the
+model changes, old answers are dropped, never replayed; re-saving the same weights keeps them.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class ServerState:
         self._db.executescript(_SCHEMA)
         stale = self._db.execute("DELETE FROM answers WHERE model != ?", (self.model,)).rowcount
         if stale:
-            logger.warning("the model file changed: %d cached answers of the previous model dropped", stale)
+            logger.warning("the model changed: %d cached answers of the previous model dropped", stale)
         self._clock = self._db.execute("SELECT COALESCE(MAX(used), 0) FROM answers").fetchone()[0]
         self._cached = dict(self._db.execute("SELECT client, COUNT(*) FROM answers GROUP BY client").fetchall())
 

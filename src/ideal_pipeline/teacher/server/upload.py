@@ -1,10 +1,13 @@
 """Reading a `.npy` request body with every check made before the array data is read.
 
-Order: `Content-Length` present; the `.npy` header (at most `MAX_HEADER_BYTES`) parsed from the
-first bytes of the stream; its dtype, shape and batch size checked; `Content-Length` equal to
-what that header implies and within the body limit. Only then is one buffer of exactly that
-size allocated and filled from the stream. The array is a view of that buffer: the body is held
-once, and a header claiming 10^9 images costs nothing.
+Order: `Content-Length` present and within the body limit; the `.npy` header (at most
+`MAX_HEADER_BYTES`) parsed from the first bytes of the stream; its dtype, shape and batch size
+checked; `Content-Length` equal to what that header implies. Only then is one buffer of exactly
+that size allocated and filled from the stream. The array is a view of that buffer: the body is
+held once, and a header claiming 10^9 images costs nothing.
+
+Whatever a client writes in the header is the client's error: every way it can be malformed is a
+4xx, never a 500 (which clients retry as a transient failure).
 """
 
 from __future__ import annotations
@@ -41,13 +44,16 @@ class UploadLimits:
     max_batch: int
     max_body_bytes: int
 
-    def check_header(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        if dtype.kind != "f" or dtype.itemsize != 4:
+    def check_header(self, shape: tuple, dtype: np.dtype) -> None:
+        if dtype.kind != "f" or dtype.itemsize != 4 or dtype.shape or dtype.names is not None:
             raise Reject(422, f"images must be float32, got {dtype}")
         if len(shape) != 4:
             raise Reject(422, f"images must have shape (N, C, H, W), got {shape}")
+        # NumPy's header reader takes any int, bool included (True passes as 1): only plain ints are sizes.
+        if any(type(size) is not int for size in shape):
+            raise Reject(422, f"images must have integer dimensions, got shape {shape}")
         if any(size <= 0 for size in shape):
-            raise Reject(422, f"images must not have a zero-size dimension, got shape {shape}")
+            raise Reject(422, f"images must not have a zero-size or negative dimension, got shape {shape}")
         if tuple(shape[1:]) != self.input_shape:
             raise Reject(422, f"images must have (C, H, W) = {self.input_shape}, got {tuple(shape[1:])}")
         if shape[0] > self.max_batch:
@@ -58,7 +64,7 @@ class UploadLimits:
 class Upload:
     """A checked body: `body` is exactly the bytes received; the images are a view into it."""
 
-    body: bytearray
+    body: np.ndarray  # uint8, one dimension
     shape: tuple[int, int, int, int]
     dtype: np.dtype
     fortran_order: bool
@@ -82,6 +88,8 @@ class Upload:
 def _header_size(prefix: bytes) -> int | None:
     """Bytes before the array data, from the magic and length fields; None until enough bytes arrived."""
     if len(prefix) < 8:
+        if prefix != b"\x93NUMPY"[: len(prefix)]:
+            raise _not_npy("no .npy magic string")
         return None
     if prefix[:6] != b"\x93NUMPY":
         raise _not_npy("no .npy magic string")
@@ -97,30 +105,34 @@ def _header_size(prefix: bytes) -> int | None:
     return size
 
 
-def _parse_header(header: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
+def _parse_header(header: bytes) -> tuple[tuple, bool, np.dtype]:
     stream = io.BytesIO(header)
     try:
         major, _ = np.lib.format.read_magic(stream)
         read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
         shape, fortran_order, dtype = read(stream)
-    except (ValueError, EOFError, OSError, SyntaxError, TypeError):  # numpy's ways to say 'not a .npy header'
+    except Exception:  # noqa: BLE001  (NumPy evaluates client text: any failure there is a malformed header)
         raise _not_npy("unreadable header") from None
-    return tuple(shape), bool(fortran_order), dtype
+    if not isinstance(shape, tuple) or not isinstance(dtype, np.dtype):
+        raise _not_npy("unreadable header")
+    return shape, bool(fortran_order), dtype
 
 
-def declared_length(request: Request) -> int:
-    """`Content-Length`, required: the size is checked before a byte of the body is read."""
+def declared_length(request: Request, limits: UploadLimits) -> int:
+    """`Content-Length`, required and within the body limit: both are checked before a byte of the body is read."""
     value = request.headers.get("content-length")
     if value is None:
         raise Reject(411, "Content-Length is required (chunked bodies are not accepted)")
-    if not value.isdigit():
+    if not value.isascii() or not value.isdigit():
         raise Reject(400, "Content-Length must be a non-negative integer")
-    return int(value)
+    length = int(value)
+    if length > limits.max_body_bytes:
+        raise Reject(413, f"body of {length} bytes exceeds the limit of {limits.max_body_bytes}")
+    return length
 
 
-async def read_upload(request: Request, limits: UploadLimits) -> Upload:
-    """The checked body of `request`; raises `Reject` before reading the array data if anything is off."""
-    length = declared_length(request)
+async def read_upload(request: Request, limits: UploadLimits, length: int) -> Upload:
+    """The checked body of `request` (of `declared_length`); raises `Reject` before reading the array data if anything is off."""
     stream = request.stream().__aiter__()
     prefix, header_size = b"", None
     while header_size is None or len(prefix) < header_size:
@@ -134,19 +146,22 @@ async def read_upload(request: Request, limits: UploadLimits) -> Upload:
     expected = header_size + math.prod(shape) * dtype.itemsize
     if length != expected:
         raise Reject(422, f"Content-Length is {length} bytes but the .npy header {shape} {dtype} implies {expected}")
-    if length > limits.max_body_bytes:
-        raise Reject(413, f"body of {length} bytes exceeds the limit of {limits.max_body_bytes}")
     return Upload(await _fill(stream, prefix, length), shape, dtype, fortran_order, header_size)
 
 
-async def _fill(stream, prefix: bytes, length: int) -> bytearray:
-    """The whole body in one buffer of `length` bytes (uvicorn enforces Content-Length; this keeps the buffer exact)."""
-    body, filled = bytearray(length), 0
+async def _fill(stream, prefix: bytes, length: int) -> np.ndarray:
+    """The whole body in one buffer of `length` bytes (uvicorn enforces Content-Length; this keeps the buffer exact).
+
+    The buffer is left uninitialised (`np.empty`), so the OS backs only the pages written: an upload
+    that stalls holds about the bytes it sent, not the size it declared.
+    """
+    body, filled = np.empty(length, dtype=np.uint8), 0
+    view = memoryview(body)
     chunk: bytes | None = prefix
     while chunk is not None:
         if filled + len(chunk) > length:
             raise Reject(400, f"body is longer than its Content-Length of {length} bytes")
-        body[filled : filled + len(chunk)] = chunk
+        view[filled : filled + len(chunk)] = chunk
         filled += len(chunk)
         chunk = await anext(stream, None)
     if filled != length:
