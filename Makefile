@@ -41,3 +41,19 @@ viz: setup
 
 repro: setup
 	$(VENV)/bin/dvc repro
+
+# The smoke sweep (benchmarks/sweeps/smoke.yaml: 4 tiny trials) on the embedded Dask cluster, in a fresh
+# clone of HEAD with a label store of its own: its DVC experiments, run record and report stay under
+# $(SWEEP_SMOKE), out of this checkout's comparison. docs/sweeps.md runs the same spec on a cluster.
+SWEEP_SMOKE ?= /tmp/ideal-sweep-smoke
+.PHONY: sweep-smoke
+sweep-smoke: setup
+	rm -rf $(SWEEP_SMOKE)
+	git clone --quiet . $(SWEEP_SMOKE)/repo
+	cp -R data/01_raw/fashion-mnist $(SWEEP_SMOKE)/repo/data/01_raw/
+	cd $(SWEEP_SMOKE)/repo && IDEAL_LABEL_STORE=$(SWEEP_SMOKE)/labels PYTHONPATH=$(SWEEP_SMOKE)/repo/src \
+		$(abspath $(VENV))/bin/python -m ideal_pipeline.sweep benchmarks/sweeps/smoke.yaml
+	cd $(SWEEP_SMOKE)/repo && $(abspath $(VENV))/bin/dvc exp show --no-pager --md --drop '.*' \
+		--keep 'Experiment|Created|^ideal.seed$$|^student_accuracy$$|^queries_used$$'
+	cd $(SWEEP_SMOKE)/repo && PYTHONPATH=$(SWEEP_SMOKE)/repo/src \
+		$(abspath $(VENV))/bin/python -m ideal_pipeline.reporting --dvc --out-dir $(SWEEP_SMOKE)/report

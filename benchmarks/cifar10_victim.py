@@ -91,25 +91,25 @@ def main() -> None:
     args = parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")  # read when tqdm is imported
     sys.path.insert(0, str(ROOT / "src"))
+    from ideal_pipeline.config import parameters_from_conf
+    from ideal_pipeline.parameter_schema import ComputeParams, DataParams, VictimParams
     from ideal_pipeline.pipelines.data.nodes import load_real_data
     from ideal_pipeline.pipelines.victim.nodes import evaluate_victim_teacher, train_victim_teacher
 
-    base = ROOT / "conf/base"
-    data = yaml.safe_load((base / "parameters_data.yml").read_text())["data"]
-    data.update(source="cifar10", cifar10_dir=str(ROOT / data["cifar10_dir"]), train_limit=args.train_limit)
-    data.update(test_limit=args.test_limit, torchvision_root=str(ROOT / data["torchvision_root"]))
-    victim = yaml.safe_load((base / "parameters_victim.yml").read_text())["victim"]
-    victim.update(CIFAR10_RECIPE, epochs=args.epochs)
+    base = parameters_from_conf(ROOT, "base")
+    data = dict(base["data"], source="cifar10", train_limit=args.train_limit, test_limit=args.test_limit)
+    data.update(cifar10_dir=str(ROOT / data["cifar10_dir"]), torchvision_root=str(ROOT / data["torchvision_root"]))
+    victim = {**base["victim"], **CIFAR10_RECIPE, "epochs": args.epochs}
     for item in args.set:
         key, value = item.split("=", 1)
         victim[key] = yaml.safe_load(value)
-    compute = {"device": "cpu", "num_threads": args.threads, "precision": "fp32"}
+    compute = ComputeParams(device="cpu", num_threads=args.threads, precision="fp32")
 
-    train, validation, test = load_real_data(data)
+    train, validation, test = load_real_data(DataParams.model_validate(data))
     load_before = os.getloadavg()
     cpu_before = os.times()
     with LoadSampler() as load:
-        (model, _), log = train_victim_teacher(train, victim, compute)
+        (model, _), log = train_victim_teacher(train, VictimParams.model_validate(victim), compute)
     cpu = os.times()
     cpu_seconds = (cpu.user - cpu_before.user) + (cpu.system - cpu_before.system)
     _, test_metrics = evaluate_victim_teacher(model, test)

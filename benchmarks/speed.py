@@ -23,9 +23,7 @@ on a shared machine single runs move by tens of percent (CPU seconds are reporte
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
-import inspect
 import json
 import os
 import platform
@@ -78,18 +76,14 @@ def median_seconds(work, repeats: int, device: torch.device) -> tuple[float, flo
     return statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs)
 
 
-def precisions(fn, device: torch.device, wanted: str) -> list[torch.dtype]:
-    """Of `wanted`: fp32, and bf16 where `fn` takes a precision (older code does not) and the device has bf16."""
+def computes(device: torch.device, wanted: str):
+    """Of `wanted`: fp32, and bf16 where the device has it, as resolved `Compute` values."""
+    from ideal_pipeline.compute import Compute
+
     found = [torch.float32]
-    takes_precision = "precision" in inspect.signature(fn).parameters
-    if takes_precision and (device.type == "cpu" or torch.cuda.is_bf16_supported(including_emulation=False)):
+    if device.type == "cpu" or torch.cuda.is_bf16_supported(including_emulation=False):
         found.append(torch.bfloat16)
-    return [p for p in found if str(p).removeprefix("torch.") in wanted.split(",")]
-
-
-def with_precision(fn, precision: torch.dtype, *args):
-    """`fn(*args)`, passing `precision` only when it is not fp32 (so older code runs unchanged)."""
-    return functools.partial(fn, *args, **({} if precision == torch.float32 else {"precision": precision}))
+    return [Compute(device, p) for p in found if str(p).removeprefix("torch.") in wanted.split(",")]
 
 
 def scaled(count: int, args: argparse.Namespace) -> int:
@@ -119,64 +113,66 @@ def result_row(stage, device, precision, work: float, seconds: tuple[float, floa
     }
 
 
-def known_fields(settings_class, values: dict) -> dict:
-    """The parameters `settings_class` takes: the pipeline's sections also hold node-level keys
-    (target sampling, ...), and a --source checkout may predate a newer setting."""
-    names = {field.name for field in dataclasses.fields(settings_class)}
-    return {key: value for key, value in values.items() if key in names}
+def section(params: dict, name: str, **overrides):
+    """A typed parameter section of conf/base (as the nodes receive it), with `overrides`."""
+    from ideal_pipeline import parameter_schema
+
+    classes = {"generator": parameter_schema.GeneratorParams, "distill": parameter_schema.DistillParams}
+    return classes[name].model_validate({**params[name], **overrides})
 
 
 def time_generation(device, args, params) -> list[dict]:
-    from ideal_pipeline.ideal.generation import GeneratorSettings, train_generator
+    from ideal_pipeline.ideal.generation import train_generator
     from ideal_pipeline.ideal.targets import balanced_targets
     from ideal_pipeline.models.classifiers import build_classifier
 
-    settings = GeneratorSettings(**known_fields(GeneratorSettings, params["generator"]))
-    settings.g_steps, settings.betas = args.generator_steps, tuple(settings.betas)
+    settings = section(params, "generator", g_steps=args.generator_steps)
     architecture, batch = params["student"]["architecture"], params["batch_size"]
     setting = f"B {batch}, ngf {settings.ngf}, {architecture} student, channels_last {settings.channels_last}"
     rows = []
-    for precision in precisions(train_generator, device, args.precisions):
+    for compute in computes(device, args.precisions):
         torch.manual_seed(0)
         student = build_classifier(architecture, 1, 10, 28)
         targets = balanced_targets(batch, 10)
-        run = with_precision(train_generator, precision, student, targets, settings, 28, 1, 0, device)
+        run = functools.partial(train_generator, student, targets, settings, 28, 1, 0, compute)
         seconds = median_seconds(run, args.repeats, device)
-        rows.append(result_row("generation", device, precision, settings.g_steps, seconds, "steps/s", setting))
+        rows.append(result_row("generation", device, compute.precision, settings.g_steps, seconds, "steps/s", setting))
     return rows
 
 
 def time_distillation(device, args, params) -> list[dict]:
-    from ideal_pipeline.ideal.distillation import DistillSettings, distill
+    from ideal_pipeline.ideal.distillation import distill
     from ideal_pipeline.models.classifiers import build_classifier
 
     n = scaled(DISTILL_POOL, args)
     images, labels = uint8_pool(n)
-    settings = DistillSettings(**known_fields(DistillSettings, params["distill"]))
+    settings = section(params, "distill", min_steps=0, epochs=1)  # one pass: samples/s of the loop itself
     setting = f"{n} images, batch {settings.batch_size}, {params['student']['architecture']} student"
     rows = []
-    for precision in precisions(distill, device, args.precisions):
+    for compute in computes(device, args.precisions):
         student = build_classifier(params["student"]["architecture"], 1, 10, 28)
-        seconds = median_seconds(
-            with_precision(distill, precision, student, images, labels, settings, 0, device), args.repeats, device
-        )
-        rows.append(result_row("distillation", device, precision, n, seconds, "samples/s", setting))
+        run = functools.partial(distill, student, images, labels, settings, 0, compute)
+        seconds = median_seconds(run, args.repeats, device)
+        rows.append(result_row("distillation", device, compute.precision, n, seconds, "samples/s", setting))
     return rows
 
 
 def time_victim_training(device, args, params) -> list[dict]:
     from ideal_pipeline.models.classifiers import build_classifier
     from ideal_pipeline.models.training import train_classifier
+    from ideal_pipeline.parameter_schema import VictimParams
 
     n = scaled(VICTIM_IMAGES, args)
     images, labels = uint8_pool(n)
+    recipe = VictimParams.model_validate({**params["victim"], "epochs": 1, "batch_size": VICTIM_BATCH})
     rows = []
-    for precision in precisions(train_classifier, device, args.precisions):
-        model = build_classifier("convnet", 1, 10, 28)
-        run = with_precision(train_classifier, precision, model, images, labels, 1, VICTIM_BATCH, 3e-3, 1e-4, 0, device)
-        seconds = median_seconds(run, args.repeats, device)
-        setting = f"convnet, batch {VICTIM_BATCH}, {n} images"
-        rows.append(result_row("victim_training", device, precision, n, seconds, "samples/s", setting))
+    for compute in computes(device, args.precisions):
+        model = build_classifier(recipe.architecture, 1, 10, 28)
+        seconds = median_seconds(
+            functools.partial(train_classifier, model, images, labels, recipe, compute), args.repeats, device
+        )
+        setting = f"{recipe.architecture}, batch {VICTIM_BATCH}, {n} images"
+        rows.append(result_row("victim_training", device, compute.precision, n, seconds, "samples/s", setting))
     return rows
 
 
@@ -192,7 +188,7 @@ def time_labelling(device, args, params) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         example = torch.rand(2, 1, 28, 28)
         save_model_file(build_classifier("convnet", 1, 10, 28).eval(), Path(tmp) / "teacher.safetensors", example)
-        teacher = LocalModelTeacher(Path(tmp) / "teacher.safetensors", device=device)
+        teacher = LocalModelTeacher(Path(tmp) / "teacher.safetensors", device=device)  # the teacher's own device
         ledgers = iter(range(10**6))
 
         def label_fresh():  # a new ledger each time: every image is paid, as in a first run
@@ -205,8 +201,8 @@ def time_labelling(device, args, params) -> list[dict]:
 
 
 def time_prediction(device, args, params) -> list[dict]:
-    from ideal_pipeline.ideal.distillation import predict
     from ideal_pipeline.models.classifiers import build_classifier
+    from ideal_pipeline.models.training import predict
 
     n = scaled(PREDICTED, args)
     images, _ = uint8_pool(n)
@@ -304,6 +300,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(args.source).resolve()))
     torch.set_num_threads(args.threads)
     params = yaml.safe_load((ROOT / "conf/base/parameters_ideal.yml").read_text())["ideal"]
+    params["victim"] = yaml.safe_load((ROOT / "conf/base/parameters_victim.yml").read_text())["victim"]
     timers = {name: globals()[f"time_{name}"] for name in args.stages.split(",")}
     devices = [torch.device(d) for d in args.devices.split(",") if d == "cpu" or torch.cuda.is_available()]
     rows = []

@@ -132,3 +132,55 @@ def billing_of(url: str, admin_token: str, client: str) -> dict[str, int]:
     answer = httpx.get(url + "/billing", headers={"Authorization": f"Bearer {admin_token}"}, timeout=5)
     answer.raise_for_status()
     return answer.json().get(client, {})
+
+
+def base_parameters() -> dict:
+    """conf/base's parameters (the only place values live)."""
+    from ideal_pipeline.config import parameters_from_conf
+
+    return parameters_from_conf(REPO, "base")
+
+
+def settings(section: str, **overrides):
+    """A typed parameter section (`ideal.generator`, `ideal.distill`, `victim`, ...): conf/base's values
+    with `overrides`, as a node receives it."""
+    from ideal_pipeline import parameter_schema
+
+    classes = {
+        "ideal.generator": parameter_schema.GeneratorParams,
+        "ideal.distill": parameter_schema.DistillParams,
+        "ideal.teacher_access": parameter_schema.TeacherAccessParams,
+        "ideal.student": parameter_schema.StudentParams,
+        "victim": parameter_schema.VictimParams,
+        "victim_api": parameter_schema.VictimApiParams,
+        "redistill": parameter_schema.RedistillParams,
+        "external_teacher": parameter_schema.ExternalTeacherParams,
+        "compute": parameter_schema.ComputeParams,
+        "evaluate": parameter_schema.EvaluateParams,
+        "data": parameter_schema.DataParams,
+    }
+    values = base_parameters()
+    for key in section.split("."):
+        values = values[key]
+    return classes[section].model_validate({**values, **overrides})
+
+
+def plain_distill(**overrides):
+    """`ideal.distill` as one plain pass per epoch with a fresh optimiser, before `overrides`."""
+    return settings("ideal.distill", **{"min_steps": 0, "keep_optimizer": False, **overrides})
+
+
+def http_teacher(url: str, token_env: str = "IDEAL_TEACHER_TOKEN", **overrides):
+    """An HTTP teacher client with conf/base's transport settings, before `overrides`."""
+    from ideal_pipeline.teacher.http_client import HttpTeacher
+
+    access = settings("ideal.teacher_access")
+    options = {
+        "max_batch": access.max_batch,
+        "timeout_s": access.timeout_s,
+        "max_retries": access.max_retries,
+        "backoff_s": access.backoff_s,
+        "max_backoff_s": access.max_backoff_s,
+        **overrides,
+    }
+    return HttpTeacher(url, token_env, **options)

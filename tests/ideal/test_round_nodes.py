@@ -4,21 +4,25 @@ import copy
 
 import torch
 
-from ideal_pipeline.config import parameters_from_conf
 from ideal_pipeline.datasets import LabelledPoolDataset, TensorDataset, labelled_pool_dataset
+from ideal_pipeline.pipelines.baselines.pipeline import image_source as baseline_source
 from ideal_pipeline.pipelines.ideal import nodes
-from ideal_pipeline.pipelines.ideal.pipeline import create_method_pipeline, create_pipeline
-from tests.conftest import REPO
+from ideal_pipeline.pipelines.ideal.pipeline import create_pipeline
+from ideal_pipeline.rounds.nodes import initialize_student
+from ideal_pipeline.rounds.pipeline import create_method_pipeline
+from tests.conftest import settings
 
 API = {"input_shape": [1, 28, 28], "num_classes": 10}
-COMPUTE = {"device": "cpu", "num_threads": 0, "precision": "fp32"}
+COMPUTE = settings("compute", device="cpu", num_threads=0, precision="fp32")
 
 
 def tiny_params(**generator):
-    params = parameters_from_conf(REPO)["ideal"]
-    params.update(rounds=2, batch_size=20)
-    params["generator"].update(nz=16, ngf=8, g_steps=1, channels_last=False, **generator)
-    return params
+    return {
+        "generator": settings("ideal.generator", nz=16, ngf=8, g_steps=1, channels_last=False, **generator),
+        "student": settings("ideal.student"),
+        "batch_size": 20,
+        "seed": 0,
+    }
 
 
 def generator_weights(artifact):
@@ -29,8 +33,8 @@ def generator_weights(artifact):
 
 
 def two_rounds_of_generators(params):
-    plan = {"method": "ideal", "planned_queries": 80}
-    student, summary = nodes.initialize_student(plan, API, params["student"], params["seed"])
+    plan = {"method": "ideal", "budget_scope": "ideal/seed=0/run=test/", "planned_queries": 80}
+    student, summary = initialize_student(plan, API, params["student"], params["seed"])
     args = (API, params["generator"], params["student"], params["batch_size"], params["seed"], COMPUTE)
     first, _ = nodes.train_generator(student, summary, *args)
     second, _ = nodes.train_generator(student, {**summary, "round": 1}, *args, copy.deepcopy(first))
@@ -65,8 +69,8 @@ def test_the_previous_generator_is_read_only_when_it_is_continued():
 def test_ideal_has_no_edge_from_real_data_and_the_real_data_baseline_has_one():
     real = {"real_train", "real_validation", "real_test"}
     assert not real & create_pipeline(rounds=3).inputs()
-    assert "real_train" in create_method_pipeline("real_data", rounds=2).inputs()
-    assert not real & create_method_pipeline("uniform_noise", rounds=2).inputs()
+    assert "real_train" in create_method_pipeline("real_data", 2, baseline_source("real_data")).inputs()
+    assert not real & create_method_pipeline("uniform_noise", 2, baseline_source("uniform_noise")).inputs()
 
 
 def test_the_pool_reads_each_rounds_files_once_per_process(tmp_path, monkeypatch):

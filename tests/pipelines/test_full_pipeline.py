@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ideal_pipeline.compute import resolve_compute
 from ideal_pipeline.config import parameters_from_conf
 from ideal_pipeline.parameter_schema import ParameterError
 from ideal_pipeline.run_lock import RunLock, RunLocked
-from ideal_pipeline.runtime import resolve_precision
 from tests.conftest import DATA, paid_queries, run_kedro
 
 pytestmark = pytest.mark.timeout(300)
@@ -49,7 +49,8 @@ def test_queries_used_is_rounds_times_samples_per_round(ran_project):
     rounds, batch = params["rounds"], params["batch_size"]
     assert metrics["reference_code_queries"] == batch * rounds * (rounds + 1) // 2
     # What "auto" resolved to on this machine, so that runs on different CPUs are not mixed up.
-    expected = "bf16" if resolve_precision("auto", "cpu") == torch.bfloat16 else "fp32"
+    auto = {"device": "cpu", "num_threads": 0, "precision": "auto"}
+    expected = "bf16" if resolve_compute(auto).precision == torch.bfloat16 else "fp32"
     assert (metrics["device"], metrics["precision"]) == ("cpu", expected)
 
 

@@ -30,3 +30,5 @@ def test_the_notebook_runs_from_its_own_folder(ran_project, monkeypatch):
     results = "".join(_text(out) for out in outputs if out.output_type == "execute_result")
     assert "queries_used" in results and "student_accuracy" in results
     assert sum("image/png" in out.get("data", {}) for out in outputs) == 2  # the curve and the image grid
+    noise = [_text(out) for out in outputs if out.output_type == "stream"]
+    assert not [text for text in noise if "INFO" in text or "Warning" in text], noise  # results only

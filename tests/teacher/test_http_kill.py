@@ -35,8 +35,8 @@ from ideal_pipeline.teacher.blackbox import AccountedTeacher
 from ideal_pipeline.teacher.http_client import HttpTeacher
 from ideal_pipeline.teacher.ledger import QueryLedger
 url, images, ledger = sys.argv[1:4]
-access = {"kind": "http", "url": url, "max_batch": 20, "timeout_s": 5, "max_retries": 3, "backoff_s": 0.05}
-accounted = AccountedTeacher(HttpTeacher.from_access(access), QueryLedger(ledger), max_queries=10_000, max_batch=20)
+options = {"max_batch": 20, "timeout_s": 5, "max_retries": 3, "backoff_s": 0.05, "max_backoff_s": 30}
+accounted = AccountedTeacher(HttpTeacher(url, "IDEAL_TEACHER_TOKEN", **options), QueryLedger(ledger), 10_000, max_batch=20)
 labels = accounted.label(torch.from_numpy(np.load(images)))
 print(json.dumps(labels.tolist()))
 """

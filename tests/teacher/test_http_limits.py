@@ -15,9 +15,10 @@ import torch
 
 from ideal_pipeline.models.classifiers import LeNet
 from ideal_pipeline.models.files import load_model_file
-from ideal_pipeline.teacher.http_client import HttpTeacher, TeacherRequestRejected, encode_batch
+from ideal_pipeline.teacher.http_client import TeacherRequestRejected, encode_batch
 from ideal_pipeline.teacher.server import ModelSelfTestError, create_app
 from ideal_pipeline.teacher.server.testing import Faults, serve_in_thread
+from tests.conftest import http_teacher
 
 pytestmark = pytest.mark.timeout(120)
 TOKEN = "limits-test-token"
@@ -118,7 +119,7 @@ def test_a_batch_the_model_cannot_take_is_a_413_the_client_does_not_retry(tmp_pa
     model = _export(tmp_path / "small.pt2", torch.export.Dim("batch", min=1, max=8))
     app = _app(model)  # batches of 1 and 2 pass the self-test
     with serve_in_thread(app) as url:
-        teacher = HttpTeacher(url + "/labels", "TOKEN_ENV", max_batch=20, max_retries=5, backoff_s=0.01)
+        teacher = http_teacher(url + "/labels", "TOKEN_ENV", max_batch=20, max_retries=5, backoff_s=0.01)
         assert teacher.label(torch.rand(8, 1, 28, 28)).shape == (8,)
         with pytest.raises(TeacherRequestRejected) as error:
             teacher.label(torch.rand(20, 1, 28, 28))

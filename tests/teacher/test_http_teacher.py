@@ -19,7 +19,6 @@ import torch
 from ideal_pipeline.models.files import load_model_file
 from ideal_pipeline.teacher.blackbox import AccountedTeacher
 from ideal_pipeline.teacher.http_client import (
-    HttpTeacher,
     TeacherRequestRejected,
     TeacherUnavailable,
     encode_batch,
@@ -27,6 +26,7 @@ from ideal_pipeline.teacher.http_client import (
 from ideal_pipeline.teacher.ledger import QueryLedger
 from ideal_pipeline.teacher.server import client_id, create_app
 from ideal_pipeline.teacher.server.testing import Faults, serve_in_thread
+from tests.conftest import http_teacher
 
 TOKEN = "s3cret-token-for-tests-only"
 pytestmark = pytest.mark.timeout(60)
@@ -58,7 +58,7 @@ def _top1(model_file, images):
 
 
 def _teacher(url, **options):
-    return HttpTeacher(url + "/labels", "IDEAL_TEACHER_TOKEN", **{"timeout_s": 5, "backoff_s": 0.01, **options})
+    return http_teacher(url + "/labels", **{"timeout_s": 5, "backoff_s": 0.01, **options})
 
 
 def test_labels_survive_faults_and_are_billed_once(model_file, images, tmp_path):
@@ -183,5 +183,5 @@ def test_token_never_leaks(model_file, caplog):
     assert TOKEN not in caplog.text + str(error.value) + repr(teacher) + repr(vars(teacher))
     assert teacher.requests_sent == 3
     with pytest.raises(ValueError, match="IDEAL_UNSET_TOKEN"):
-        HttpTeacher.from_access({"url": url, "token_env": "IDEAL_UNSET_TOKEN"})
+        http_teacher(url, "IDEAL_UNSET_TOKEN")
     assert TOKEN.encode() not in pickle.dumps(teacher)

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import ideal_pipeline
-from ideal_pipeline.teacher.http_client import HttpTeacher
 from ideal_pipeline.teacher.server import cli, create_app
 from ideal_pipeline.teacher.server.testing import serve_in_thread
 from ideal_pipeline.teacher.tokens import TokenError, read_tokens
+from tests.conftest import http_teacher
 
 pytestmark = pytest.mark.timeout(120)
 TOKEN = "tok-5ecret-value-for-tests"
@@ -31,7 +31,7 @@ def test_client_strips_a_trailing_newline_and_never_logs_the_token(model_file, m
     monkeypatch.setenv("IDEAL_TEACHER_TOKEN", TOKEN + "\r\n")
     app = create_app(model_file, [TOKEN], input_shape=(1, 28, 28), trust_model_file=True)
     with serve_in_thread(app) as url:
-        teacher = HttpTeacher(url + "/labels", "IDEAL_TEACHER_TOKEN", timeout_s=5, max_retries=2, backoff_s=0.01)
+        teacher = http_teacher(url + "/labels", timeout_s=5, max_retries=2, backoff_s=0.01)
         labels = teacher.label(torch.rand(3, 1, 28, 28))
     assert labels.shape == (3,) and teacher.requests_sent == 1
     assert not _leaks(caplog.text, TOKEN)
@@ -43,12 +43,12 @@ def test_client_refuses_a_malformed_token_at_once_naming_the_variable_only(model
     malformed = TOKEN[:12] + bad + TOKEN[12:]
     monkeypatch.setenv("IDEAL_TEACHER_TOKEN", malformed)
     with pytest.raises(TokenError) as at_start:
-        HttpTeacher("http://127.0.0.1:9/labels", "IDEAL_TEACHER_TOKEN")
+        http_teacher("http://127.0.0.1:9/labels")
     # Set right at construction, spoiled before a request: refused before sending, not retried.
     monkeypatch.setenv("IDEAL_TEACHER_TOKEN", TOKEN)
     app = create_app(model_file, [TOKEN], input_shape=(1, 28, 28), trust_model_file=True)
     with serve_in_thread(app) as url:
-        teacher = HttpTeacher(url + "/labels", "IDEAL_TEACHER_TOKEN", timeout_s=5, max_retries=5, backoff_s=0.01)
+        teacher = http_teacher(url + "/labels", timeout_s=5, max_retries=5, backoff_s=0.01)
         monkeypatch.setenv("IDEAL_TEACHER_TOKEN", malformed)
         with pytest.raises(TokenError) as at_request:
             teacher.label(torch.rand(3, 1, 28, 28))

@@ -29,6 +29,7 @@ from ideal_pipeline.teacher.blackbox import (
 from ideal_pipeline.teacher.connect import accounted_teacher, http_fingerprint
 from ideal_pipeline.teacher.label_store import LabelStore
 from ideal_pipeline.teacher.ledger import LedgerError, QueryLedger, TeacherMismatch
+from tests.conftest import settings
 
 pytestmark = pytest.mark.timeout(120)
 CARD = {"kind": "model_file", "input_shape": [1, 28, 28], "num_classes": 10, "class_names": list(range(10))}
@@ -90,10 +91,9 @@ def test_another_teachers_labels_are_never_served(tmp_path):
     first, second = teacher_files(tmp_path)
     ledger = QueryLedger(tmp_path / "ledger.sqlite")
     images = distinct_images(40)
-    access = {"max_batch": 500}
-    accounted_teacher({**access, "model_path": str(first)}, CARD, ledger, max_queries=100).label(images)
+    accounted_teacher(settings("ideal.teacher_access", model_path=str(first)), CARD, ledger, 100).label(images)
     with pytest.raises(TeacherMismatch) as refusal:
-        accounted_teacher({**access, "model_path": str(second)}, CARD, ledger, max_queries=100)
+        accounted_teacher(settings("ideal.teacher_access", model_path=str(second)), CARD, ledger, 100)
     message = str(refusal.value)
     fingerprints = [line for line in message.split() if line.startswith("model:sha256:")]
     assert len(set(fingerprints)) == 2 and "new ledger file" in message and "40 labels" in message
@@ -117,7 +117,7 @@ def test_each_teacher_pays_into_its_own_ledger_of_the_store(tmp_path):
     first, second = teacher_files(tmp_path)
     store = LabelStore(tmp_path / "store", export_dir=tmp_path / "export")
     real_test = {"images": distinct_images(30), "labels": torch.arange(30) % 10}
-    params = {"kind": "model_file", "max_batch": 100, "evaluation_max_queries": 100}
+    params = settings("external_teacher", max_batch=100, evaluation_max_queries=100)
     for path in (first, second, first):
         label_test_set(real_test, {**CARD, "model_path": str(path)}, store, params)
     assert [store.ledger(model_fingerprint(p)).paid_queries() for p in (first, second)] == [30, 30]

@@ -14,8 +14,13 @@ from ideal_pipeline.models.classifiers import ConvNet, LeNet
 from ideal_pipeline.models.files import UntrustedModelFile, load_model_file, save_classifier_weights, save_model_file
 from ideal_pipeline.teacher.connect import connect_teacher
 from ideal_pipeline.teacher.local import LocalModelTeacher
+from tests.conftest import settings
 
 CARD = {"kind": "model_file", "input_shape": [1, 28, 28], "num_classes": 10}
+
+
+def access(**overrides):
+    return settings("ideal.teacher_access", **overrides)
 
 
 class _TouchOnUnpickle:
@@ -80,10 +85,10 @@ def test_a_crafted_pt2_is_refused_without_trust_and_runs_nothing(files):
     for load in (
         lambda: load_model_file(folder / "crafted.pt2"),
         lambda: LocalModelTeacher(folder / "crafted.pt2"),
-        lambda: connect_teacher({"model_path": str(folder / "crafted.pt2")}, CARD),  # byo / teacher_access path
-        lambda: connect_teacher({}, {**CARD, "model_path": str(folder / "crafted.pt2")}),
+        lambda: connect_teacher(access(model_path=str(folder / "crafted.pt2")), CARD),  # byo / teacher_access path
+        lambda: connect_teacher(access(), {**CARD, "model_path": str(folder / "crafted.pt2")}),
         # The card's trust covers the card's own file, not one the parameters name.
-        lambda: connect_teacher({"model_path": str(folder / "crafted.pt2")}, {**CARD, "trusted_model_file": True}),
+        lambda: connect_teacher(access(model_path=str(folder / "crafted.pt2")), {**CARD, "trusted_model_file": True}),
     ):
         with pytest.raises(UntrustedModelFile) as refusal:
             load()
@@ -107,7 +112,7 @@ def test_third_party_formats_load_when_trusted(files, suffix):
         load_model_file(folder / f"legit{suffix}")
     images = torch.rand(5, 1, 28, 28)
     assert torch.allclose(load_model_file(folder / f"legit{suffix}", trusted=True)(images), model(images), atol=1e-5)
-    teacher = connect_teacher({"model_path": str(folder / f"legit{suffix}"), "trusted_model_file": True}, CARD)
+    teacher = connect_teacher(access(model_path=str(folder / f"legit{suffix}"), trusted_model_file=True), CARD)
     assert torch.equal(teacher.label(images), model(images).argmax(1))
 
 

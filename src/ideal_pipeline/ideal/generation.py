@@ -7,28 +7,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ideal_pipeline.ideal.augment import apply_crop_flip, draw_crop_flips
+from ideal_pipeline.compute import Compute
 from ideal_pipeline.ideal.losses import generator_loss
 from ideal_pipeline.models.generator import Generator
-from ideal_pipeline.runtime import autocast, check_precision
-
-
-@dataclass
-class GeneratorSettings:
-    nz: int = 256
-    ngf: int = 64
-    g_steps: int = 10
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.5, 0.999)
-    entropy_weight: float = 5.0
-    entropy_form: str = "batch_balance"
-    augment: bool = True
-    crop_padding: int | str = "auto"
-    channels_last: bool = True
-    reinitialize: bool = True
-    # Stop a round's generator once the student labels this share of the scored batch as its
-    # targets (issue #13: steps past that point buy no coverage); None runs all g_steps.
-    stop_at_hit_rate: float | None = None
+from ideal_pipeline.models.images import apply_crop_flip, crop_padding, draw_crop_flips
+from ideal_pipeline.parameter_schema import GeneratorParams
 
 
 @dataclass
@@ -40,16 +23,6 @@ class GeneratorResult:
     targets: torch.Tensor  # (B,) int64
     losses: list[float]
     best_step: int
-
-
-def crop_padding(setting: int | str, image_size: int) -> int:
-    """Padding of the generator's random crop: an int, or "auto" = 1/8 of the image side
-    (4 for 28x28 and 32x32 as in the reference code, 1 for 8x8, where 4 would be half the image)."""
-    if setting == "auto":
-        return max(1, round(image_size / 8))
-    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
-        raise ValueError(f"ideal.generator.crop_padding must be 'auto' or an integer >= 0, got {setting!r}")
-    return setting
 
 
 def _to_format(module_or_tensor, channels_last: bool):
@@ -100,28 +73,25 @@ def first_best_step(losses: list[float]) -> int:
 def train_generator(
     student: nn.Module,
     targets: torch.Tensor,
-    settings: GeneratorSettings,
+    settings: GeneratorParams,
     image_size: int,
     channels: int,
     seed: int,
-    device: torch.device,
+    compute: Compute,
     initial_state: dict[str, torch.Tensor] | None = None,
-    *,
-    precision: torch.dtype | str = torch.float32,
 ) -> GeneratorResult:
     """Train a generator so the frozen student labels its images as `targets`.
 
     The generator starts freshly initialised (IDEAL) or from `initial_state` (an earlier round's
     kept weights); its Adam state and noise are new either way.
     Returns the weights at the step whose batch had the lowest loss (the batch IDEAL keeps).
-    `precision` (torch.float32 or torch.bfloat16, or a setting of `runtime.resolve_precision`)
-    is the autocast of the forward passes; `generate_images` must re-run the kept generator in
-    the same precision to give back the batch that was scored.
+    `generate_images` must re-run the kept generator with the same `compute` (its precision) to
+    give back the batch that was scored. Stopping at `settings.stop_at_hit_rate` (the share of
+    the batch the student already labels as its targets) ends a round whose later steps would
+    buy no coverage.
     """
     padding = crop_padding(settings.crop_padding, image_size)
-    precision = check_precision(precision, device)
-    if isinstance(settings.g_steps, bool) or not isinstance(settings.g_steps, int) or settings.g_steps < 1:
-        raise ValueError(f"ideal.generator.g_steps must be an integer >= 1, got {settings.g_steps!r}")
+    device = compute.device
     torch.manual_seed(seed)
     rng = torch.Generator().manual_seed(seed)
     generator = Generator(settings.nz, settings.ngf, image_size, channels)
@@ -141,7 +111,7 @@ def train_generator(
     best = BestSnapshot(generator, device)
     steps = settings.g_steps
     for step in range(settings.g_steps):
-        with autocast(device, precision):
+        with compute.autocast():
             images = generator(z)
             views = apply_crop_flip(images, crops[step]) if settings.augment else images
             logits = student(views)
@@ -171,32 +141,19 @@ def train_generator(
 def generate_images(
     generator_state: dict[str, torch.Tensor],
     noise: torch.Tensor,
-    settings: GeneratorSettings,
+    settings: GeneratorParams,
     image_size: int,
     channels: int,
-    device: torch.device,
-    *,
-    precision: torch.dtype | str = torch.float32,
+    compute: Compute,
 ) -> torch.Tensor:
     """Re-run a kept generator on its noise: (B, C, H, W) float32 in [0, 1].
 
     BatchNorm stays in training mode, as when the batch was scored, so the same batch comes out;
-    give the `precision` the generator was trained in for the same reason.
+    give the `compute` the generator was trained with for the same reason.
     """
-    precision = check_precision(precision, device)
     generator = Generator(settings.nz, settings.ngf, image_size, channels)
     generator.load_state_dict(generator_state)
-    generator = _to_format(generator, settings.channels_last).to(device).train()
-    with autocast(device, precision):
-        images = generator(noise.to(device))
+    generator = _to_format(generator, settings.channels_last).to(compute.device).train()
+    with compute.autocast():
+        images = generator(noise.to(compute.device))
     return images.float().cpu().contiguous()
-
-
-def quantize(images: torch.Tensor) -> torch.Tensor:
-    """[0, 1] floats to uint8, the storage format: the stored image is exactly the one sent."""
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 storage format back to [0, 1] float32."""
-    return images.float().div_(255.0)

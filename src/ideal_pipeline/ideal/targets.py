@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-TARGET_SAMPLINGS = ("balanced", "steered")
+from ideal_pipeline.parameter_schema import GeneratorParams
 
 
 def balanced_targets(batch_size: int, num_classes: int) -> torch.Tensor:
@@ -41,7 +41,7 @@ def steered_targets(
     generator's batch: class k's weight is 1 / (count_k + prior). `prior` (pseudo-counts, default
     B / C) keeps one class with no labels yet from taking most of the batch, and no class gets more
     than `cap` times its balanced share, so a class the generator cannot reach yet does not keep
-    absorbing the batch (both measured in issue #13; `prior=1, cap=None` is the earlier rule).
+    absorbing the batch (`prior=1, cap=None` is the rule of the method notes' prototype).
     Allotment is deterministic (largest remainder); with no counts yet it equals the balanced one.
     """
     num_classes = len(class_counts)
@@ -58,11 +58,9 @@ def steered_targets(
     return torch.repeat_interleave(torch.arange(num_classes), allotted)
 
 
-def round_targets(
-    sampling: str, batch_size: int, class_counts: list[int], prior: float | None = None, cap: float | None = 3.0
-) -> torch.Tensor:
-    if sampling == "balanced":
+def round_targets(settings: GeneratorParams, batch_size: int, class_counts: list[int]) -> torch.Tensor:
+    """The targets a round asks the generator for (`generator.target_sampling`)."""
+    if settings.target_sampling == "balanced":
         return balanced_targets(batch_size, len(class_counts))
-    if sampling == "steered":
-        return steered_targets(batch_size, class_counts, prior, cap)
-    raise ValueError(f"unknown target sampling {sampling!r}; choose one of {TARGET_SAMPLINGS}")
+    prior = None if settings.target_prior == "auto" else settings.target_prior
+    return steered_targets(batch_size, class_counts, prior, settings.target_cap)

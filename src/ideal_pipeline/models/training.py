@@ -1,90 +1,137 @@
-"""Supervised training of the victim teacher on real data (the model owner's side)."""
+"""The one supervised training loop: the victim's training (owner's side), IDEAL's distillation and
+re-distillation (attacker's side) are all this loop with other optimisers and options.
+
+Images stay uint8 (N, C, H, W) and move to the device once; each batch is converted there. The
+batch order comes from a CPU generator seeded by the caller, so a run's order is the same on any
+device. Losses are summed on the device and read once per pass.
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from ideal_pipeline.ideal.augment import apply_crop_flip, draw_crop_flip
-from ideal_pipeline.ideal.generation import crop_padding, to_float
-from ideal_pipeline.runtime import LossMeter, autocast, check_precision
-
-OPTIMIZERS = ("adamw", "sgd")
-# SGD's momentum, the usual for CIFAR ResNets; the one-cycle schedule cycles it between 0.85 and 0.95.
-SGD_MOMENTUM = 0.9
+from ideal_pipeline.compute import Compute, LossMeter
+from ideal_pipeline.models.images import apply_crop_flip, crop_padding, draw_crop_flip, to_float
 
 
-def _optimizer(name: str, model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=lr, momentum=SGD_MOMENTUM, nesterov=True, weight_decay=weight_decay
-        )
-    raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
+@dataclass(frozen=True)
+class LoopOptions:
+    """How the loop treats each batch; the defaults are a plain pass of cross-entropy on the stored images."""
+
+    batch_size: int
+    steps: int  # SGD steps in all: whole passes over the data, the last one possibly cut short
+    label_smoothing: float = 0.0
+    # A random crop (zero padding side/8) and horizontal flip of each image, drawn from this seed's
+    # generator: the owner's own data only. The attacker's images are never transformed: a
+    # transformed image is a new image whose label was never paid for.
+    augment_seed: int | None = None
+    channels_last: bool = False
+    # tau * log(class frequency) added to the logits while training (logit adjustment), or 0.
+    logit_adjustment: torch.Tensor | float = 0.0
+
+
+def passes(count: int, batch_size: int, epochs: int, min_steps: int = 0) -> int:
+    """SGD steps of `epochs` passes over `count` images, and at least `min_steps`."""
+    return max(epochs * math.ceil(count / batch_size), min_steps)
+
+
+def train(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    options: LoopOptions,
+    rng: torch.Generator,
+    compute: Compute,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[float]:
+    """Train `model` in place on (uint8 images, int64 labels); returns each pass's mean loss."""
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    device = compute.device
+    model.to(device).train()
+    if options.channels_last:
+        model.to(memory_format=torch.channels_last)
+    augment_rng = None if options.augment_seed is None else torch.Generator().manual_seed(options.augment_seed)
+    padding = crop_padding("auto", images.shape[-1])
+    images, labels = images.to(device), labels.to(device)
+    pass_losses, steps_left = [], options.steps
+    while steps_left > 0 and len(images):
+        order = torch.randperm(len(images), generator=rng).to(device)
+        meter = LossMeter(device)
+        starts = range(0, len(order), options.batch_size)[:steps_left]
+        steps_left -= len(starts)
+        for start in starts:
+            index = order[start : start + options.batch_size]
+            batch = images[index]
+            if augment_rng is not None:  # on the uint8 batch: a quarter of the bytes of the float one
+                batch = apply_crop_flip(batch, draw_crop_flip(len(index), padding, augment_rng).to(device))
+            inputs = to_float(batch)
+            if options.channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with compute.autocast():
+                logits = model(inputs)
+                if isinstance(options.logit_adjustment, torch.Tensor):
+                    logits = logits + options.logit_adjustment
+                loss = F.cross_entropy(logits, labels[index], label_smoothing=options.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            meter.add(loss, len(index))
+            if progress is not None:
+                progress(len(index))
+        pass_losses.append(meter.mean())
+    if options.channels_last:
+        model.to(memory_format=torch.contiguous_format)
+    return pass_losses
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 1000) -> torch.Tensor:
+    """Top-1 predictions (N,) int64 on the CPU for uint8 images (N, C, H, W); one transfer each way."""
+    model.to(device).eval()
+    images = images.to(device)
+    out = [model(to_float(images[i : i + batch_size])).argmax(1) for i in range(0, len(images), batch_size)]
+    return torch.cat(out).cpu() if out else torch.empty(0, dtype=torch.int64)
 
 
 def train_classifier(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    seed: int,
-    device: torch.device,
-    *,
-    precision: torch.dtype | str = torch.float32,
-    optimizer: str = "adamw",
-    label_smoothing: float = 0.0,
-    augment: bool = False,
-    channels_last: bool = False,
+    recipe,
+    compute: Compute,
+    progress: Callable[[int], None] | None = None,
 ) -> list[float]:
-    """A one-cycle schedule (peak `lr`) on uint8 images (N, C, H, W); returns each epoch's mean loss.
+    """The owner's recipe (`params:victim`): AdamW or Nesterov SGD on a one-cycle schedule peaking at `lr`.
 
-    The defaults are the Fashion-MNIST victim the notes measured: AdamW, no augmentation (no flips).
-    `augment` adds a random crop (zero padding 1/8 of the side: 4 at 32x32) and a horizontal flip
-    per sample, drawn from a generator of their own so that the batch order does not change with it;
-    `channels_last` trains in that memory format (faster convolutions on CPUs) and hands the model
-    back in the default one. The data moves to `device` once as uint8; `precision` is the forward
-    pass's autocast.
+    `recipe` holds epochs, batch_size, lr, weight_decay, seed, optimizer, label_smoothing, augment
+    and channels_last. Returns each epoch's mean loss.
     """
-    precision = check_precision(precision, device)
-    torch.manual_seed(seed)
-    rng = torch.Generator().manual_seed(seed)
-    model.to(device).train()
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    optim = _optimizer(optimizer, model, lr, weight_decay)
-    steps_per_epoch = -(-len(images) // batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=lr, total_steps=epochs * steps_per_epoch)
-    augment_rng = torch.Generator().manual_seed(seed + 1) if augment else None
-    padding = crop_padding("auto", images.shape[-1])
-    images, labels = images.to(device), labels.to(device)
-    losses = []
-    for epoch in range(epochs):
-        order = torch.randperm(len(images), generator=rng).to(device)
-        meter = LossMeter(device)
-        batches = range(0, len(order), batch_size)
-        for start in tqdm(batches, desc=f"teacher epoch {epoch + 1}/{epochs}", leave=False, mininterval=2.0):
-            index = order[start : start + batch_size]
-            batch = images[index]
-            if augment:  # on the uint8 batch: a quarter of the bytes of the float one
-                batch = apply_crop_flip(batch, draw_crop_flip(len(index), padding, augment_rng).to(device))
-            inputs = to_float(batch)
-            if channels_last:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            with autocast(device, precision):
-                loss = F.cross_entropy(model(inputs), labels[index], label_smoothing=label_smoothing)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            schedule.step()
-            meter.add(loss, len(index))
-        losses.append(meter.mean())
-    if channels_last:
-        model.to(memory_format=torch.contiguous_format)
-    return losses
+    torch.manual_seed(recipe.seed)
+    if recipe.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    else:  # the usual for CIFAR ResNets; the one-cycle schedule cycles the momentum between 0.85 and 0.95
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=recipe.lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay
+        )
+    steps = passes(len(images), recipe.batch_size, recipe.epochs)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=steps)
+    options = LoopOptions(
+        batch_size=recipe.batch_size,
+        steps=steps,
+        label_smoothing=recipe.label_smoothing,
+        augment_seed=recipe.seed + 1 if recipe.augment else None,
+        channels_last=recipe.channels_last,
+    )
+    rng = torch.Generator().manual_seed(recipe.seed)
+    return train(model, images, labels, optimizer, options, rng, compute, schedule, progress)

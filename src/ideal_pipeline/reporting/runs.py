@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ideal_pipeline.config import parameters_from_conf
+from ideal_pipeline.config import DATA, data_root, parameters_from_conf
 
 METRICS = "data/08_reporting/evaluate/metrics.json"
 BASELINE_METRICS = "data/08_reporting/baselines_metrics.json"
@@ -101,13 +101,16 @@ def runs_from_dvc(repo: Path) -> list[Run]:
 
 
 def run_from_project(project: Path, env: str | None = None) -> Run:
-    """A project copy after `kedro run`: parameters through the project's own config loader."""
-    metrics_path = project / METRICS
+    """A project copy after `kedro run --env ENV`: parameters through the project's own config loader,
+    results from that environment's data folder."""
+    data = project / data_root(env)
+    metrics_path = data / Path(METRICS).relative_to(DATA)
     if not metrics_path.is_file():
         raise FileNotFoundError(f"{metrics_path} is missing: did `kedro run` finish in {project}?")
-    baselines = project / BASELINE_METRICS
+    baselines = data / Path(BASELINE_METRICS).relative_to(DATA)
     # kedro_run.json holds the whole run's wall, node and overhead seconds, not one stage's steps.
-    timing = {p.stem: json.loads(p.read_text()) for p in (project / TIMING).glob("*.json") if p.stem != "kedro_run"}
+    timing_dir = data / Path(TIMING).relative_to(DATA)
+    timing = {p.stem: json.loads(p.read_text()) for p in timing_dir.glob("*.json") if p.stem != "kedro_run"}
     metrics = json.loads(metrics_path.read_text())
     return Run(
         project.name,

@@ -1,4 +1,8 @@
-"""Open a label-only connection to the teacher named by the parameters or its API card."""
+"""Open a label-only connection to the teacher named by the parameters or its API card.
+
+`access` is the typed `ideal.teacher_access` (or `external_teacher`) section of the parameters;
+the card is what the teacher's owner publishes (`teacher_api`).
+"""
 
 from __future__ import annotations
 
@@ -6,38 +10,37 @@ import hashlib
 import json
 from typing import Any
 
+from ideal_pipeline.parameter_schema import TeacherConnectionParams
 from ideal_pipeline.teacher.blackbox import AccountedTeacher, LabelOnlyTeacher
 from ideal_pipeline.teacher.label_store import LabelStore
 from ideal_pipeline.teacher.ledger import QueryLedger
-from ideal_pipeline.teacher.local import ModelCache
-
-TEACHER_KINDS = ("model_file", "http")
+from ideal_pipeline.teacher.local import LocalModelTeacher, ModelCache
 
 
-def teacher_kind(access: dict[str, Any], api_card: dict[str, Any]) -> str:
-    kind = access.get("kind") or api_card.get("kind", "model_file")
-    if kind not in TEACHER_KINDS:
-        raise ValueError(f"unknown teacher kind {kind!r}; choose one of {TEACHER_KINDS}")
-    return kind
+class MissingEndpoint(ValueError):
+    """The parameters and the card together do not say where the teacher is."""
 
 
-def http_endpoint(access: dict[str, Any], api_card: dict[str, Any]) -> dict[str, Any]:
-    """The transport settings of an HTTP teacher: the parameters' url and token_env, else the card's.
+def teacher_kind(access: TeacherConnectionParams, api_card: dict[str, Any]) -> str:
+    """`model_file` or `http`: the parameters' kind, else the card's."""
+    return getattr(access, "kind", None) or api_card.get("kind", "model_file")
+
+
+def http_endpoint(access: TeacherConnectionParams, api_card: dict[str, Any]) -> tuple[str, str]:
+    """(url, token_env) of an HTTP teacher: the parameters' url, else the card's with its token_env.
 
     The card (written by `describe_external_teacher` for `kedro run --pipelines byo`) names the
     endpoint once, so `ideal.teacher_access.url` may stay null. It carries the token's
     environment variable name, never the token.
     """
-    endpoint = {k: v for k, v in access.items() if k != "trusted_model_file"}  # model files only
-    if not access.get("url"):
-        endpoint["url"] = api_card.get("url")
-        endpoint["token_env"] = api_card.get("token_env") or access.get("token_env")
-    if not endpoint.get("url"):
-        raise ValueError(
+    if access.url:
+        return access.url, access.token_env
+    if not api_card.get("url"):
+        raise MissingEndpoint(
             "teacher_access.kind=http needs a url: set ideal.teacher_access.url (or external_teacher.url "
             "for `kedro run --pipelines byo`, which writes it into the API card)"
         )
-    return endpoint
+    return api_card["url"], api_card.get("token_env") or access.token_env
 
 
 def http_fingerprint(url: str, api_card: dict[str, Any]) -> str:
@@ -47,45 +50,49 @@ def http_fingerprint(url: str, api_card: dict[str, Any]) -> str:
     return "http:sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _trusted(access: dict[str, Any], api_card: dict[str, Any]) -> bool:
+def _trusted(access: TeacherConnectionParams, api_card: dict[str, Any]) -> bool:
     """The user's say-so that a .pt/.pt2 teacher file may be unpickled.
 
     A card's `trusted_model_file` covers the card's own model_path only: the byo pipeline writes
     it from `external_teacher.trusted_model_file`, so the IDEAL rounds do not need it again.
     """
-    if access.get("model_path"):
-        return bool(access.get("trusted_model_file"))
-    return bool(access.get("trusted_model_file") or api_card.get("trusted_model_file"))
+    if access.model_path:
+        return access.trusted_model_file
+    return access.trusted_model_file or bool(api_card.get("trusted_model_file"))
 
 
 def connect_teacher(
-    access: dict[str, Any], api_card: dict[str, Any], models: ModelCache | None = None
+    access: TeacherConnectionParams, api_card: dict[str, Any], models: ModelCache | None = None
 ) -> LabelOnlyTeacher:
-    """`access` is `params:ideal.teacher_access` (or `params:external_teacher`); `api_card` is what the owner publishes.
+    """A label-only teacher with a `fingerprint` naming it for the ledger.
 
-    `access.kind` (default: the card's) picks the transport: `model_file` (this project's
-    .safetensors, or a trusted TorchScript / torch.export file) or `http` (a remote label-only
-    endpoint). The returned teacher has a `fingerprint` naming it for the ledger. `models` keeps
-    model files loaded across calls.
+    The kind (the parameters', else the card's) picks the transport: `model_file` (this project's
+    .safetensors, or a trusted TorchScript / torch.export file, on the CPU) or `http` (a remote
+    label-only endpoint). `models` keeps model files loaded across calls.
     """
     if teacher_kind(access, api_card) == "model_file":
-        from ideal_pipeline.teacher.local import LocalModelTeacher
-
-        path = access.get("model_path") or api_card.get("model_path")
+        path = access.model_path or api_card.get("model_path")
         if not path:
-            raise ValueError("teacher_access.kind=model_file needs a model_path (in the parameters or the API card)")
-        device = access.get("device") or "cpu"
-        return LocalModelTeacher(path, device=device, trusted=_trusted(access, api_card), cache=models)
+            raise MissingEndpoint("teacher_access.kind=model_file needs a model_path (in the parameters or the card)")
+        return LocalModelTeacher(path, trusted=_trusted(access, api_card), cache=models)
     from ideal_pipeline.teacher.http_client import HttpTeacher
 
-    endpoint = http_endpoint(access, api_card)
-    teacher = HttpTeacher.from_access(endpoint)
-    teacher.fingerprint = http_fingerprint(endpoint["url"], api_card)
+    url, token_env = http_endpoint(access, api_card)
+    teacher = HttpTeacher(
+        url,
+        token_env,
+        max_batch=access.max_batch,
+        timeout_s=access.timeout_s,
+        max_retries=access.max_retries,
+        backoff_s=access.backoff_s,
+        max_backoff_s=access.max_backoff_s,
+    )
+    teacher.fingerprint = http_fingerprint(url, api_card)
     return teacher
 
 
 def accounted_teacher(
-    access: dict[str, Any],
+    access: TeacherConnectionParams,
     api_card: dict[str, Any],
     labels: LabelStore | QueryLedger,
     max_queries: int,
@@ -103,7 +110,7 @@ def accounted_teacher(
         teacher,
         ledger,
         max_queries=max_queries,
-        max_batch=access["max_batch"],
+        max_batch=access.max_batch,
         input_shape=tuple(int(v) for v in api_card["input_shape"]),
         num_classes=int(api_card["num_classes"]),
         teacher_fingerprint=teacher.fingerprint,

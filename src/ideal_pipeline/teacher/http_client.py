@@ -110,11 +110,12 @@ class HttpTeacher:
         self,
         url: str,
         token_env: str,
-        max_batch: int = 500,
-        timeout_s: float = 30.0,
-        max_retries: int = 5,
-        backoff_s: float = 0.5,
-        max_backoff_s: float = 30.0,
+        *,
+        max_batch: int,
+        timeout_s: float,
+        max_retries: int,
+        backoff_s: float,
+        max_backoff_s: float,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -130,20 +131,6 @@ class HttpTeacher:
         self.max_backoff_s = float(max_backoff_s)
         self.requests_sent = 0  # attempts, retries included: what a retry storm would show
         self._client = httpx.Client(timeout=self.timeout_s)
-
-    @classmethod
-    def from_access(cls, access: dict[str, Any]) -> HttpTeacher:
-        """Build from `params:ideal.teacher_access` (kind: http)."""
-        if not access.get("url"):
-            raise ValueError("teacher_access.kind=http needs a url")
-        known = ("url", "token_env", "max_batch", "timeout_s", "max_retries", "backoff_s", "max_backoff_s")
-        # Budget and API-card keys belong to AccountedTeacher and the card, not the transport.
-        elsewhere = {"kind", "model_path", "device", "max_queries", "evaluation_max_queries", "input_shape"}
-        unknown = set(access) - set(known) - elsewhere - {"num_classes", "class_names"}
-        if unknown:  # a typo would otherwise silently fall back to a default
-            logger.warning("teacher_access keys ignored by kind=http: %s", sorted(unknown))
-        options = {k: access[k] for k in known if access.get(k) is not None}
-        return cls(**{"token_env": "IDEAL_TEACHER_TOKEN", **options})
 
     def label(self, images: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) float32 in [0, 1] -> (N,) int64 labels. Sent as given: the server validates."""

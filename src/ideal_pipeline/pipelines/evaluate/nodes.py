@@ -13,132 +13,52 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from ideal_pipeline.compute import resolve_compute
 from ideal_pipeline.datasets.labelled_pool_dataset import LabelledPool
-from ideal_pipeline.ideal.distillation import predict
-from ideal_pipeline.runtime import load_student, use_compute
+from ideal_pipeline.models.students import load_student
+from ideal_pipeline.models.training import predict
+from ideal_pipeline.parameter_schema import ComputeParams, EvaluateParams, StudentParams
+from ideal_pipeline.rounds.nodes import Card, Split, Summary, Weights
+from ideal_pipeline.rounds.scoring import LAST_ROUNDS, accuracy, by_round, coverage, final_and_recent
 
 logger = logging.getLogger(__name__)
-
-LAST_ROUNDS = 5  # the final student's accuracy moves from round to round: report the last rounds' mean too
-
-
-def _accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
-    return (predictions == labels).float().mean().item()
-
-
-def _by_round(partitions: dict[str, Callable[[], Any]], last_round: int) -> list[tuple[int, Callable[[], Any]]]:
-    """Partitions `round_NNN` of rounds 1..last_round, in order (later rounds of an older run are ignored)."""
-    rounds = sorted(
-        (int(key.strip("/").removeprefix("round_")), load)
-        for key, load in partitions.items()
-        if key.strip("/").startswith("round_")
-    )
-    found = [r for r, _ in rounds if r <= last_round]
-    if found != list(range(1, last_round + 1)):
-        missing = sorted(set(range(1, last_round + 1)) - set(found))
-        raise ValueError(f"rounds {missing[:5]}{'...' if len(missing) > 5 else ''} have no artifact: rerun them")
-    return [(r, load) for r, load in rounds if r <= last_round]
-
-
-def score_students(
-    round_students: dict[str, Callable[[], dict[str, torch.Tensor]]],
-    pool_summaries: dict[str, Callable[[], dict[str, Any]]],
-    final_summary: dict[str, Any],
-    real_validation: dict[str, torch.Tensor],
-    real_test: dict[str, torch.Tensor],
-    teacher_test_predictions: torch.Tensor,
-    teacher_api: dict[str, Any],
-    student_params: dict[str, Any],
-    compute: dict[str, Any],
-    score_every: int = 1,
-) -> pd.DataFrame:
-    """Per scored round: queries, validation and test accuracy, agreement with the teacher, class coverage.
-
-    Every `score_every`-th round is scored, and always the last LAST_ROUNDS (the reported mean):
-    each student costs a pass over the validation and test images.
-    """
-    device, _ = use_compute(compute)
-    last_round = final_summary["round"]
-    summaries = dict(_by_round(pool_summaries, last_round))
-    rows = []
-    for round_index, load in _by_round(round_students, last_round):
-        if round_index % score_every and round_index <= last_round - LAST_ROUNDS:
-            continue
-        student = load_student(student_params["architecture"], teacher_api, load())
-        summary = summaries[round_index]()
-        test_predictions = predict(student, real_test["images"], device)
-        rows.append(
-            {
-                "round": round_index,
-                "queries_used": summary["queries_used"],
-                "validation_accuracy": _accuracy(
-                    predict(student, real_validation["images"], device), real_validation["labels"]
-                ),
-                "student_accuracy": _accuracy(test_predictions, real_test["labels"]),
-                "agreement": _accuracy(test_predictions, teacher_test_predictions),
-                "smallest_class_count": min(summary["class_counts"]),
-                "target_hit_rate": summary.get("target_hit_rate"),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def _final_and_recent(curve: pd.DataFrame) -> dict[str, float]:
-    recent = curve.tail(LAST_ROUNDS)
-    return {
-        "student_accuracy": float(curve["student_accuracy"].iloc[-1]),
-        "validation_accuracy": float(curve["validation_accuracy"].iloc[-1]),
-        "agreement": float(curve["agreement"].iloc[-1]),
-        f"student_accuracy_last{LAST_ROUNDS}_mean": float(recent["student_accuracy"].mean()),
-        f"validation_accuracy_last{LAST_ROUNDS}_mean": float(recent["validation_accuracy"].mean()),
-    }
-
-
-def _coverage(final_summary: dict[str, Any]) -> dict[str, Any]:
-    counts = final_summary["class_counts"]
-    return {
-        "queries_used": int(final_summary["queries_used"]),
-        "rounds": int(final_summary["round"]),
-        "pool_size": int(final_summary["pool_size"]),
-        "teacher_label_counts": counts,
-        "smallest_class_share": min(counts) / max(sum(counts), 1),
-    }
 
 
 def summarize_metrics(
     accuracy_vs_queries: pd.DataFrame,
-    redistilled_student: dict[str, torch.Tensor],
-    final_summary: dict[str, Any],
-    real_validation: dict[str, torch.Tensor],
-    real_test: dict[str, torch.Tensor],
+    redistilled_student: Weights,
+    final_summary: Summary,
+    real_validation: Split,
+    real_test: Split,
     teacher_test_predictions: torch.Tensor,
     teacher_metrics: dict[str, Any],
-    teacher_api: dict[str, Any],
-    student_params: dict[str, Any],
+    teacher_api: Card,
+    student: StudentParams,
     batch_size: int,
-    compute: dict[str, Any],
+    compute: ComputeParams,
 ) -> dict[str, Any]:
     """Headline metrics for `dvc metrics show`: the *final* students, never a best-on-test pick."""
-    device, precision = use_compute(compute)
-    redistilled = load_student(student_params["architecture"], teacher_api, redistilled_student)
+    resolved = resolve_compute(compute)
+    device = resolved.device
+    redistilled = load_student(student.architecture, teacher_api, redistilled_student)
     redistilled_test = predict(redistilled, real_test["images"], device)
     rounds = int(final_summary["round"])
     metrics = {
-        **_final_and_recent(accuracy_vs_queries),
-        "redistilled_student_accuracy": _accuracy(redistilled_test, real_test["labels"]),
-        "redistilled_validation_accuracy": _accuracy(
+        **final_and_recent(accuracy_vs_queries),
+        "redistilled_student_accuracy": accuracy(redistilled_test, real_test["labels"]),
+        "redistilled_validation_accuracy": accuracy(
             predict(redistilled, real_validation["images"], device), real_validation["labels"]
         ),
-        "redistilled_agreement": _accuracy(redistilled_test, teacher_test_predictions),
+        "redistilled_agreement": accuracy(redistilled_test, teacher_test_predictions),
         "teacher_accuracy": float(teacher_metrics["teacher_accuracy"]),
-        **_coverage(final_summary),
+        **coverage(final_summary),
         # What the reference code would have paid for the same rounds: it re-labels its whole
         # (augmented) pool every round, B * r queries in round r. Computed, not run.
         "reference_code_queries": batch_size * rounds * (rounds + 1) // 2,
         # What compute.device / compute.precision "auto" resolved to on this machine: the same
         # parameters train in bf16 on a CPU with AMX or AVX512-BF16 and in fp32 on one without.
         "device": device.type,
-        "precision": "bf16" if precision == torch.bfloat16 else "fp32",
+        "precision": "bf16" if resolved.precision == torch.bfloat16 else "fp32",
     }
     logger.info(
         "student %.2f%% (last %d rounds %.2f%%, re-distilled %.2f%%), validation %.2f%%, teacher %.2f%%, %d queries",
@@ -151,15 +71,6 @@ def summarize_metrics(
         metrics["queries_used"],
     )
     return metrics
-
-
-def summarize_baseline(accuracy_vs_queries: pd.DataFrame, final_summary: dict[str, Any]) -> dict[str, Any]:
-    """A baseline's final student and its spend, in the same terms as IDEAL's metrics."""
-    return {
-        "method": final_summary["method"],
-        **_final_and_recent(accuracy_vs_queries),
-        **_coverage(final_summary),
-    }
 
 
 def plot_accuracy_curve(accuracy_vs_queries: pd.DataFrame, metrics: dict[str, Any]) -> Figure:
@@ -190,7 +101,7 @@ def plot_class_coverage(
     pool_summaries: dict[str, Callable[[], dict[str, Any]]], final_summary: dict[str, Any], teacher_api: dict[str, Any]
 ) -> Figure:
     """Share of the teacher's labels per class as queries grow: a class it never gives cannot be learned."""
-    summaries = [load() for _, load in _by_round(pool_summaries, final_summary["round"])]
+    summaries = [load() for _, load in by_round(pool_summaries, final_summary["round"])]
     queries = [s["queries_used"] for s in summaries]
     counts = torch.tensor([s["class_counts"] for s in summaries], dtype=torch.float64)
     shares = (100 * counts / counts.sum(1, keepdim=True).clamp_min(1)).T.numpy()
@@ -210,15 +121,15 @@ def plot_class_coverage(
 
 
 def plot_synthetic_grid(
-    labelled_pool: LabelledPool, final_summary: dict[str, Any], teacher_api: dict[str, Any], params: dict[str, Any]
+    labelled_pool: LabelledPool, final_summary: dict[str, Any], teacher_api: dict[str, Any], params: EvaluateParams
 ) -> Figure:
     """Synthetic images grouped by the label the teacher gave them (one row per class)."""
     images, labels = labelled_pool.load(final_summary["round"])
-    per_class = params["grid_per_class"]
+    per_class = params.grid_per_class
     names = teacher_api.get("class_names") or list(range(teacher_api["num_classes"]))
     figure = Figure(figsize=(per_class * 0.9 + 1.6, len(names) * 0.9), dpi=100)
     grid = figure.subplots(len(names), per_class, squeeze=False)
-    generator = torch.Generator().manual_seed(params["seed"])
+    generator = torch.Generator().manual_seed(params.seed)
     for k, name in enumerate(names):
         members = torch.nonzero(labels == k).flatten()
         chosen = members[torch.randperm(len(members), generator=generator)[:per_class]]

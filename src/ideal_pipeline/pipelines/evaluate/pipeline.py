@@ -4,31 +4,9 @@ from ideal_pipeline.pipelines.evaluate.nodes import (
     plot_accuracy_curve,
     plot_class_coverage,
     plot_synthetic_grid,
-    score_students,
     summarize_metrics,
 )
-from ideal_pipeline.pipelines.ideal.pipeline import IDEAL, round_dataset
-
-
-def score_round_students(namespace: str, rounds: int) -> node:
-    """The method's student after every round, on the validation split and the test set."""
-    return node(
-        score_students,
-        [
-            f"{namespace}.round_students",
-            f"{namespace}.pool_summaries",
-            round_dataset(namespace, rounds, "pool_summary"),
-            "real_validation",
-            "real_test",
-            "teacher_test_predictions",
-            "teacher_api",
-            "params:ideal.student",
-            "params:compute",
-            "params:evaluate.score_every",
-        ],
-        f"{namespace}.accuracy_vs_queries",
-        name="score_students",
-    )
+from ideal_pipeline.rounds.pipeline import IDEAL, round_dataset, score_round_students
 
 
 def create_pipeline(rounds: int = 1, **kwargs) -> Pipeline:

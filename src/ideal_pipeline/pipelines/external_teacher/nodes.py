@@ -14,6 +14,7 @@ import torch
 
 from ideal_pipeline.errors import UserError
 from ideal_pipeline.models.files import WEIGHTS_SUFFIX, load_model_file, read_model_bytes, weights_shape
+from ideal_pipeline.parameter_schema import ExternalTeacherParams
 from ideal_pipeline.teacher.blackbox import TeacherInputError
 from ideal_pipeline.teacher.connect import accounted_teacher
 from ideal_pipeline.teacher.label_store import LabelStore
@@ -22,33 +23,33 @@ from ideal_pipeline.teacher.tokens import read_token
 logger = logging.getLogger(__name__)
 
 
-def _endpoint(params: dict[str, Any]) -> dict[str, Any]:
-    """Where the teacher is: the one place the byo run names it (the IDEAL rounds read it from the card)."""
-    if params["kind"] == "http":
-        if not params.get("url"):
-            raise ValueError(
-                "external_teacher.kind=http needs external_teacher.url (see docs/bring-your-own-teacher.md)"
-            )
-        # The name of the token's environment variable, never the token: the card is a plain artifact.
-        return {"url": params["url"], "token_env": params.get("token_env") or "IDEAL_TEACHER_TOKEN"}
-    if not params.get("model_path"):
-        raise ValueError("external_teacher.kind=model_file needs external_teacher.model_path")
-    return {"model_path": params["model_path"], "trusted_model_file": bool(params.get("trusted_model_file"))}
-
-
 class ExternalTeacherMismatch(UserError, ValueError):
     """The named teacher does not take what `external_teacher` says, or cannot be reached."""
 
 
-def check_external_teacher(params: dict[str, Any]) -> None:
+def _endpoint(params: ExternalTeacherParams) -> dict[str, Any]:
+    """Where the teacher is: the one place the byo run names it (the IDEAL rounds read it from the card)."""
+    if params.kind == "http":
+        if not params.url:
+            raise ExternalTeacherMismatch(
+                "external_teacher.kind=http needs external_teacher.url (see docs/bring-your-own-teacher.md)"
+            )
+        # The name of the token's environment variable, never the token: the card is a plain artifact.
+        return {"url": params.url, "token_env": params.token_env}
+    if not params.model_path:
+        raise ExternalTeacherMismatch("external_teacher.kind=model_file needs external_teacher.model_path")
+    return {"model_path": params.model_path, "trusted_model_file": params.trusted_model_file}
+
+
+def check_external_teacher(params: ExternalTeacherParams) -> None:
     """Before any work: the teacher loads, takes `input_shape` and answers `num_classes` classes, or is reachable.
 
     A `.safetensors` file is checked from its metadata; a trusted `.pt`/`.pt2` file is loaded and
     asked for one all-black image; an HTTP teacher must accept a connection and the token.
     """
     endpoint = _endpoint(params)
-    shape, classes = tuple(int(v) for v in params["input_shape"]), int(params["num_classes"])
-    if params["kind"] == "http":
+    shape, classes = tuple(params.input_shape), params.num_classes
+    if params.kind == "http":
         _check_reachable(endpoint["url"], endpoint["token_env"])
         return
     path = endpoint["model_path"]
@@ -83,15 +84,15 @@ def _check_reachable(url: str, token_env: str) -> None:
         )
 
 
-def describe_external_teacher(real_test: dict[str, torch.Tensor], params: dict[str, Any]) -> dict[str, Any]:
+def describe_external_teacher(real_test: dict[str, torch.Tensor], params: ExternalTeacherParams) -> dict[str, Any]:
     """The API card of the named teacher; the test set must have the shape the teacher takes."""
     card = {
-        "kind": params["kind"],
+        "kind": params.kind,
         "model_path": None,
         **_endpoint(params),
-        "input_shape": [int(v) for v in params["input_shape"]],
-        "num_classes": int(params["num_classes"]),
-        "class_names": list(params.get("class_names") or range(params["num_classes"])),
+        "input_shape": list(params.input_shape),
+        "num_classes": params.num_classes,
+        "class_names": list(params.class_names or range(params.num_classes)),
     }
     test_shape = list(real_test["images"].shape[1:])
     if test_shape != card["input_shape"]:
@@ -100,7 +101,7 @@ def describe_external_teacher(real_test: dict[str, torch.Tensor], params: dict[s
             "set external_teacher.input_shape to the teacher's input, and data.* to a matching test set"
         )
     if int(real_test["labels"].max()) >= card["num_classes"]:
-        raise ValueError(
+        raise ExternalTeacherMismatch(
             f"test labels go up to {int(real_test['labels'].max())} but the teacher has {card['num_classes']} classes"
         )
     return card
@@ -110,10 +111,13 @@ EVALUATION_SCOPE = "external_teacher/test_set/"
 
 
 def label_test_set(
-    real_test: dict[str, torch.Tensor], teacher_api: dict[str, Any], paid_labels: LabelStore, params: dict[str, Any]
+    real_test: dict[str, torch.Tensor],
+    teacher_api: dict[str, Any],
+    paid_labels: LabelStore,
+    params: ExternalTeacherParams,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """The teacher's labels of the real test set (paid, counted, under `evaluation_max_queries`)."""
-    budget = params["evaluation_max_queries"]
+    budget = params.evaluation_max_queries
     teacher = accounted_teacher(params, teacher_api, paid_labels, budget, budget_scope=EVALUATION_SCOPE)
     predictions = teacher.label(real_test["images"], tag=EVALUATION_SCOPE)
     paid_labels.export(teacher.fingerprint, real_test["images"], predictions)

@@ -1,7 +1,7 @@
 from kedro.pipeline import Pipeline, node
 
-from ideal_pipeline.pipelines.ideal.pipeline import IDEAL, round_dataset
 from ideal_pipeline.pipelines.redistill.nodes import redistill_student
+from ideal_pipeline.rounds.pipeline import IDEAL, round_dataset
 
 
 def create_pipeline(rounds: int = 1, **kwargs) -> Pipeline:

@@ -4,49 +4,42 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from ideal_pipeline.ideal.distillation import predict
+from ideal_pipeline.compute import CPU, resolve_compute
 from ideal_pipeline.models.classifiers import build_classifier
-from ideal_pipeline.models.training import train_classifier
-from ideal_pipeline.runtime import use_compute
+from ideal_pipeline.models.training import predict, train_classifier
+from ideal_pipeline.parameter_schema import ComputeParams, VictimApiParams, VictimParams
 
 logger = logging.getLogger(__name__)
 
 
 def train_victim_teacher(
-    real_train: dict[str, torch.Tensor], params: dict[str, Any], compute: dict[str, Any]
+    real_train: dict[str, torch.Tensor], params: VictimParams, compute: ComputeParams
 ) -> tuple[tuple[nn.Module, torch.Tensor], dict]:
-    """Train the victim on real data; returns (model, example input), saved as safetensors weights + architecture."""
-    # victim.precision, not compute.precision: the victim stands for someone else's model, which must
-    # not change with the hardware it is trained on (fp32 by default; bf16 only when asked for).
-    device, _ = use_compute(compute)
+    """Train the victim on real data; returns (model, example input), saved as safetensors weights + architecture.
+
+    `victim.precision`, not `compute.precision`: the victim stands for someone else's model, which
+    must not change with the hardware it is trained on (fp32 unless bf16 is asked for).
+    """
+    resolved = replace(
+        resolve_compute(compute), precision=torch.bfloat16 if params.precision == "bf16" else torch.float32
+    )
     images, labels = real_train["images"], real_train["labels"]
     channels, size = images.shape[1], images.shape[2]
-    torch.manual_seed(params["seed"])  # the initial weights too: not whatever earlier nodes left in the global RNG
-    model = build_classifier(params["architecture"], channels, int(params["num_classes"]), size)
+    torch.manual_seed(params.seed)  # the initial weights too: not whatever earlier nodes left in the global RNG
+    model = build_classifier(params.architecture, channels, params.num_classes, size)
     started = time.perf_counter()
-    losses = train_classifier(
-        model,
-        images,
-        labels,
-        params["epochs"],
-        params["batch_size"],
-        params["lr"],
-        params["weight_decay"],
-        params["seed"],
-        device,
-        precision=params.get("precision", "fp32"),
-        optimizer=params.get("optimizer", "adamw"),
-        label_smoothing=params.get("label_smoothing", 0.0),
-        augment=params.get("augment", False),
-        channels_last=params.get("channels_last", False),
-    )
+    total = params.epochs * len(images)
+    with tqdm(total=total, desc="victim training", unit="img", disable=None, mininterval=2.0, leave=False) as bar:
+        losses = train_classifier(model, images, labels, params, resolved, progress=bar.update)
     seconds = time.perf_counter() - started
-    logger.info("victim teacher trained: %d epochs in %.0f s, final loss %.4f", params["epochs"], seconds, losses[-1])
+    logger.info("victim teacher trained: %d epochs in %.0f s, final loss %.4f", params.epochs, seconds, losses[-1])
     example = images[:2].float().div(255.0)
     return (model.cpu().eval(), example), {"epoch_losses": losses, "seconds": seconds}
 
@@ -55,7 +48,7 @@ def evaluate_victim_teacher(
     victim_teacher: nn.Module, real_test: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """The owner's own test predictions and accuracy of the served model file."""
-    predictions = predict(victim_teacher, real_test["images"], torch.device("cpu"))
+    predictions = predict(victim_teacher, real_test["images"], CPU.device)
     accuracy = (predictions == real_test["labels"]).float().mean().item()
     logger.info("victim teacher test accuracy: %.2f%%", 100 * accuracy)
     return predictions, {"teacher_accuracy": accuracy, "test_samples": len(predictions)}
@@ -64,21 +57,21 @@ def evaluate_victim_teacher(
 def publish_teacher_api(
     victim_teacher: nn.Module,
     real_test: dict[str, torch.Tensor],
-    params: dict[str, Any],
-    api_params: dict[str, Any],
-    class_names: list[str] | None = None,
+    params: VictimParams,
+    api_params: VictimApiParams,
+    source_classes: dict[str, list[str] | None],
 ) -> dict[str, Any]:
     """What the owner tells API users: input shape, classes, and where to send images.
 
-    The classes are named by `victim.class_names` when set, else by `class_names` (the data source's).
+    The classes are named by `victim.class_names` when set, else by the data source (`source_classes`).
     """
     channels, height, width = real_test["images"].shape[1:]
     with torch.inference_mode():
         victim_teacher(torch.zeros(1, channels, height, width))  # the published shape must work
     return {
         "kind": "model_file",
-        "model_path": api_params["published_model_path"],
+        "model_path": api_params.published_model_path,
         "input_shape": [int(channels), int(height), int(width)],
-        "num_classes": int(params["num_classes"]),
-        "class_names": list(params.get("class_names") or class_names or range(params["num_classes"])),
+        "num_classes": params.num_classes,
+        "class_names": list(params.class_names or source_classes["class_names"] or range(params.num_classes)),
     }

@@ -26,7 +26,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 publish_teacher_api,
-                ["victim_teacher", "real_test", "params:victim", "params:victim_api"],
+                ["victim_teacher", "real_test", "params:victim", "params:victim_api", "real_class_names"],
                 "teacher_api",
                 name="publish_teacher_api",
             ),

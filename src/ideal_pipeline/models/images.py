@@ -1,4 +1,10 @@
-"""Differentiable batch augmentation used while training the generator."""
+"""Images as tensors: the uint8 storage format, and the crop + flip augmentation of generator and victim.
+
+Stored images are uint8 (N, C, H, W): the exact bytes sent to the teacher. The loops see float32
+in [0, 1]. The crop + flip is differentiable (the generator learns images whose class survives
+it) and its random draws come from a CPU generator of the caller's, so they are the same on any
+device.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,22 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] floats to uint8, the storage format: the stored image is exactly the one sent."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 storage format back to [0, 1] float32."""
+    return images.float().div_(255.0)
+
+
+def crop_padding(setting: int | str, image_size: int) -> int:
+    """Padding of the random crop: an int, or "auto" = 1/8 of the image side (4 for 28x28 and
+    32x32 as in the reference code, 1 for 8x8, where 4 would be half the image)."""
+    return max(1, round(image_size / 8)) if setting == "auto" else int(setting)
 
 
 @dataclass
@@ -30,7 +52,7 @@ def _maybe(tensor: torch.Tensor | None, fn) -> torch.Tensor | None:
 
 
 def draw_crop_flip(n: int, padding: int = 4, generator: torch.Generator | None = None) -> CropFlip:
-    """Draw one batch's crop offsets and flips from a CPU generator (the draws of earlier versions, in order)."""
+    """Draw one batch's crop offsets and flips from a CPU generator (offsets before flips, as the reference pipeline draws them)."""
     dy = dx = None
     if padding > 0:
         dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)

@@ -1,0 +1,37 @@
+"""A student shaped for the teacher's API card, and its weights as tensors (the artifact format)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ideal_pipeline.models.classifiers import build_classifier
+
+# A student artifact may also hold its optimiser's momentum (keys `momentum.<parameter>`).
+MOMENTUM_PREFIX = "momentum."
+
+
+def input_shape(api_card: dict[str, Any]) -> tuple[int, int, int]:
+    """(C, H, W) of the images the teacher takes; square images only."""
+    channels, height, width = api_card["input_shape"]
+    if height != width:
+        raise ValueError(f"square images only, the teacher's input shape is {api_card['input_shape']}")
+    return channels, height, width
+
+
+def build_student(architecture: str, api_card: dict[str, Any]) -> nn.Module:
+    """A student shaped for the teacher's API (input shape and classes from its card)."""
+    channels, size, _ = input_shape(api_card)
+    return build_classifier(architecture, channels, int(api_card["num_classes"]), size)
+
+
+def load_student(architecture: str, api_card: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
+    student = build_student(architecture, api_card)
+    student.load_state_dict({k: v for k, v in state.items() if not k.startswith(MOMENTUM_PREFIX)})
+    return student
+
+
+def state_to_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}

@@ -1,0 +1,5 @@
+import sys
+
+from ideal_pipeline.sweep.cli import main
+
+sys.exit(main())
