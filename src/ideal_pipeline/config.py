@@ -54,6 +54,17 @@ def parameters_from_conf(project_path: Path | None = None, env: str | None = Non
     return loader["parameters"]
 
 
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested parameters as dotted names: `{"ideal": {"rounds": 2}}` -> `{"ideal.rounds": 2}` (lists are values)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def differences(params: dict[str, Any], base: dict[str, Any], prefix: str = "") -> list[str]:
     """Dotted names of the parameters whose values differ between `params` and `base`."""
     names = []

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ideal_pipeline.config import DATA, data_root, parameters_from_conf
+from ideal_pipeline.config import DATA, data_root, flatten, parameters_from_conf
 
 METRICS = "data/08_reporting/evaluate/metrics.json"
 BASELINE_METRICS = "data/08_reporting/baselines_metrics.json"
@@ -31,16 +31,6 @@ class Run:
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
     timing: dict[str, dict[str, float]] = field(default_factory=dict)
     finished: str = ""  # ISO time the run's results were recorded: a later run of a seed replaces an earlier one
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def resolved_compute(params: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:

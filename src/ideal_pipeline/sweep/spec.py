@@ -34,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from ideal_pipeline.config import flatten
 from ideal_pipeline.errors import UserError
 
 KEYS = ("name", "env", "seeds", "set", "grid", "configurations", "resources", "retries", "label_store", "copy")
@@ -70,17 +71,6 @@ class SweepSpec:
     retries: int = 0
     label_store: str | None = None
     copy: list[str] = field(default_factory=list)
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`{"ideal": {"rounds": 2}}` and `{"ideal.rounds": 2}` both as `{"ideal.rounds": 2}` (lists are values)."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _mapping(raw: dict[str, Any], key: str) -> dict[str, Any]:
