@@ -62,7 +62,7 @@ class ConvNet(nn.Module):
 class TanhNet(nn.Module):
     """LeNet-5 in its original style: tanh, average pooling, no BatchNorm, two hidden FC layers.
 
-    A victim family unlike the others (issue #13: defaults must hold across victim architectures).
+    A victim family unlike the others: defaults chosen on one victim must hold across architectures.
     """
 
     def __init__(self, channels: int = 1, num_classes: int = 10, image_size: int = 28):
