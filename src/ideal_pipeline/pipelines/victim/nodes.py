@@ -19,6 +19,22 @@ from ideal_pipeline.parameter_schema import ComputeParams, VictimApiParams, Vict
 logger = logging.getLogger(__name__)
 
 
+class EpochLog:
+    """One log line per epoch of a long training, with the time left: a log file has no progress bar."""
+
+    def __init__(self, epochs: int, images: int, started: float):
+        self.epochs, self.images, self.started, self.seen = epochs, images, started, 0
+        self.total = epochs * images
+
+    def __call__(self, batch: int) -> None:
+        before, self.seen = self.seen // self.images, self.seen + batch
+        done = self.seen // self.images
+        if done > before:
+            elapsed = time.perf_counter() - self.started
+            left = elapsed / self.seen * (self.total - self.seen)
+            logger.info("victim epoch %d/%d (%.0f s, %.0f min left)", done, self.epochs, elapsed, left / 60)
+
+
 def train_victim_teacher(
     real_train: dict[str, torch.Tensor], params: VictimParams, compute: ComputeParams
 ) -> tuple[tuple[nn.Module, torch.Tensor], dict]:
@@ -35,9 +51,16 @@ def train_victim_teacher(
     torch.manual_seed(params.seed)  # the initial weights too: not whatever earlier nodes left in the global RNG
     model = build_classifier(params.architecture, channels, params.num_classes, size)
     started = time.perf_counter()
-    total = params.epochs * len(images)
-    with tqdm(total=total, desc="victim training", unit="img", disable=None, mininterval=2.0, leave=False) as bar:
-        losses = train_classifier(model, images, labels, params, resolved, progress=bar.update)
+    epochs = EpochLog(params.epochs, len(images), started)
+    with tqdm(
+        total=epochs.total, desc="victim training", unit="img", disable=None, mininterval=2.0, leave=False
+    ) as bar:
+
+        def progress(batch: int) -> None:
+            bar.update(batch)
+            epochs(batch)
+
+        losses = train_classifier(model, images, labels, params, resolved, progress=progress)
     seconds = time.perf_counter() - started
     logger.info("victim teacher trained: %d epochs in %.0f s, final loss %.4f", params.epochs, seconds, losses[-1])
     example = images[:2].float().div(255.0)
