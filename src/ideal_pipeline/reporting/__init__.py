@@ -29,7 +29,14 @@ from ideal_pipeline.reporting.runs import (
     runs_from_dvc_json,
     write_record,
 )
-from ideal_pipeline.reporting.statistics import by_configuration, describe, summarize, table_rows, timing_rows
+from ideal_pipeline.reporting.statistics import (
+    by_configuration,
+    describe,
+    suite_rows,
+    summarize,
+    table_rows,
+    timing_rows,
+)
 
 __all__ = [
     "BASELINE_METRICS",
@@ -47,6 +54,7 @@ __all__ = [
     "run_from_project",
     "runs_from_dvc",
     "runs_from_dvc_json",
+    "suite_rows",
     "summarize",
     "table_rows",
     "timing_rows",

@@ -8,14 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from ideal_pipeline.reporting.runs import Run
-from ideal_pipeline.reporting.statistics import IDEAL_ROWS, table_rows, timing_rows
+from ideal_pipeline.reporting.statistics import IDEAL_ROWS, suite_rows, table_rows, timing_rows
 
 
 def _percent(value: float) -> str:
     return "-" if math.isnan(value) else f"{100 * value:.1f}"
 
 
-def write_markdown(path: Path, rows: list[dict], timings: list[dict], command: str, from_defaults: bool) -> None:
+def write_markdown(
+    path: Path, rows: list[dict], timings: list[dict], command: str, from_defaults: bool, suite: list[dict]
+) -> None:
     naming = (
         "Configurations are named by the parameters they change from the project's defaults (conf/base;"
         " `defaults` when none); compute: the device and precision `auto` resolved to."
@@ -49,6 +51,23 @@ def write_markdown(path: Path, rows: list[dict], timings: list[dict], command: s
             "",
             "The reference code's accounting for the same rounds (it re-labels its whole pool every round):",
             *[f"- {c}: {q:,} queries" for c, q in reference.items()],
+        ]
+    if suite:
+        lines += [
+            "",
+            "## The victim suite: IDEAL's final student per data set and victim",
+            "",
+            "Method settings (named by what they change from the defaults) against each data set and victim:",
+            "settings are chosen on the mean validation accuracy over the suite, never on one victim.",
+            "",
+            "| settings | data | victim | queries | seeds | test accuracy | validation | rarest class share (min) | teacher |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['settings']} | {r['dataset']} | {r['victim']} | {r['queries']:,} | {r['seeds']} | "
+            f"{_percent(r['test_mean'])} ± {_percent(r['test_std'])} | {_percent(r['validation_mean'])} | "
+            f"{_percent(r['smallest_class_share_min'])} | {_percent(r['teacher_accuracy_mean'])} |"
+            for r in suite
         ]
     if timings:
         lines += [
@@ -114,6 +133,6 @@ def write_report(
         "png": out_dir / "comparison.png",
     }
     pd.DataFrame(rows).to_csv(paths["csv"], index=False)
-    write_markdown(paths["md"], rows, timings, command, defaults is not None)
+    write_markdown(paths["md"], rows, timings, command, defaults is not None, suite_rows(runs, defaults))
     plot(rows, paths["png"])
     return paths

@@ -22,6 +22,7 @@ NOT_CONFIGURATION = (
     "baselines.methods",
     "evaluate.score_every",  # how many round students are scored, not how they were trained
     "victim_api.published_model_path",  # where the victim's file lies, not how it was trained
+    "victim.class_names",  # what the API card calls the classes (the data source's names by default)
 )
 # The rows of a configuration, in order: (method, label, metrics key of the accuracy).
 IDEAL_ROWS = (
@@ -157,3 +158,49 @@ def timing_rows(runs: list[Run], defaults: dict[str, Any] | None = None) -> list
                 }
             )
     return rows
+
+
+# What makes a cell of the victim suite: the data set and the victim (their settings, e.g. a victim's
+# epochs, go with them); everything else is the method's settings, compared across the cells.
+SUITE_PREFIXES = ("data.", "victim.", "victim_api.")
+
+
+def suite_rows(runs: list[Run], defaults: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """IDEAL's final student per method settings x (data set, victim, budget): how settings chosen on
+    one victim hold on the others. Settings are named by what they change from the defaults,
+    the data set and victim left out."""
+    cells: dict[tuple, dict[Any, Run]] = defaultdict(dict)
+    # A run that predates a parameter ran with what is now its default.
+    assumed = {
+        k: json.dumps(v)
+        for k, v in (defaults or {}).items()
+        if k not in NOT_CONFIGURATION and k not in RESOLVED and not k.startswith(SUITE_PREFIXES)
+    }
+    for run in sorted(runs, key=lambda r: r.finished):
+        settings = {**assumed, **{k: v for k, v in configuration(run) if not k.startswith(SUITE_PREFIXES)}}
+        method = tuple(sorted(settings.items()))
+        cell = (method, run.params.get("data.source"), run.params.get("victim.architecture"))
+        cells[cell + (run.metrics.get("queries_used"),)][run.params.get("ideal.seed")] = run
+    kept = {k: v for k, v in (defaults or {}).items() if not k.startswith(SUITE_PREFIXES)}
+    names = describe(sorted({cell[0] for cell in cells}), kept if defaults is not None else None)
+    rows = []
+    for (method, data, victim, queries), seeds in cells.items():
+        metrics = [r.metrics for r in seeds.values() if "student_accuracy" in r.metrics]
+        if not metrics:
+            continue
+        stats_test = summarize([m["student_accuracy"] for m in metrics])
+        rows.append(
+            {
+                "settings": names[method],
+                "dataset": data,
+                "victim": victim,
+                "queries": queries,
+                "seeds": stats_test["n"],
+                "test_mean": stats_test["mean"],
+                "test_std": stats_test["std"],
+                "validation_mean": statistics.fmean(m["validation_accuracy"] for m in metrics),
+                "smallest_class_share_min": min(m["smallest_class_share"] for m in metrics),
+                "teacher_accuracy_mean": statistics.fmean(m["teacher_accuracy"] for m in metrics),
+            }
+        )
+    return sorted(rows, key=lambda r: (r["settings"], str(r["dataset"]), str(r["victim"]), -r["queries"]))
