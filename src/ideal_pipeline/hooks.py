@@ -99,6 +99,7 @@ class ProgressHook:
         self._params: dict = {}
         self._methods: dict[str, progress.MethodProgress] = {}
         self._paid_now: dict[str, int] = {}
+        self._node_started: dict[str, float] = {}
         self._validation = None
 
     @hook_impl
@@ -119,8 +120,15 @@ class ProgressHook:
         self._methods = {method: progress.MethodProgress(total) for method, total in totals.items()}
 
     @hook_impl
+    def before_node_run(self, node) -> None:
+        self._node_started[node.name] = time.perf_counter()
+
+    @hook_impl
     def after_node_run(self, node, inputs, outputs) -> None:
         method = node.name.partition(".round_")[0]
+        started = self._node_started.pop(node.name, None)
+        if method in self._methods and started is not None:
+            self._methods[method].seconds += time.perf_counter() - started
         if node.name.endswith(".label_with_teacher"):
             receipt = next(v for k, v in outputs.items() if k.endswith("labelling_receipt"))
             self._paid_now[method] = receipt["queries_paid_now"]
@@ -136,7 +144,9 @@ class ProgressHook:
         if summary["round"] % every == 0 or tracker.done == tracker.total:
             accuracy = self._accuracy(state, next(v for k, v in inputs.items() if k.endswith("teacher_api")))
         progress.logger.info(
-            progress.round_line(method, summary, self._paid_now.pop(method, None), accuracy, tracker.eta())
+            progress.round_line(
+                method, summary, self._paid_now.pop(method, None), accuracy, progress.time_left(self._methods.values())
+            )
         )
 
     def _accuracy(self, state, card) -> float | None:

@@ -7,8 +7,8 @@ real data held out of training; reading it to report progress never feeds the me
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,15 +26,28 @@ class MethodProgress:
     """The rounds of one method (`ideal`, `baselines.uniform_noise`) in the run being watched."""
 
     total: int
-    started: float = field(default_factory=time.monotonic)
     done: int = 0
+    # Only the time spent in this method's own nodes: methods' rounds interleave, and the data and
+    # victim stages run before any round, so the wall clock since the start says nothing of a round's cost.
+    seconds: float = 0.0
 
-    def eta(self) -> str:
-        if not self.done or self.done >= self.total:
-            return "done" if self.done >= self.total else "-"
-        left = (time.monotonic() - self.started) / self.done * (self.total - self.done)
-        end = (datetime.now() + timedelta(seconds=left)).strftime("%H:%M")
-        return f"{left / 60:.0f} min left (~{end})" if left >= 60 else f"{left:.0f} s left"
+
+def time_left(methods: Iterable[MethodProgress]) -> str:
+    """The rounds still to run, of every method, at each method's own pace so far (a method not yet
+    started at the mean pace of the others)."""
+    methods = list(methods)
+    paces = [method.seconds / method.done for method in methods if method.done]
+    if not paces:
+        return "-"
+    mean_pace = sum(paces) / len(paces)
+    left = sum(
+        (method.seconds / method.done if method.done else mean_pace) * (method.total - method.done)
+        for method in methods
+    )
+    if left <= 0:
+        return "done"
+    end = (datetime.now() + timedelta(seconds=left)).strftime("%H:%M")
+    return f"{left / 60:.0f} min left (~{end})" if left >= 60 else f"{left:.0f} s left"
 
 
 def validation_accuracy(state: dict[str, torch.Tensor], architecture: str, card: dict, validation: dict) -> float:
