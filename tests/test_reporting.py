@@ -247,6 +247,30 @@ def test_configurations_are_named_by_what_they_change_from_the_defaults(tmp_path
     assert "| defaults | IDEAL, final student | 10,000 | 1 |" in out["md"].read_text()
 
 
+def test_configurations_closer_to_a_kedro_environment_are_named_by_it(tmp_path):
+    runs = reporting.runs_from_dvc_json(EXP_SHOW)  # g_steps 20 (3 seeds) and 10 (1 seed), 20 rounds
+    conf = tmp_path / "conf"
+    for folder, text in {
+        "base": "ideal: {rounds: 100, generator: {g_steps: 20}}\n",
+        "local": None,
+        "cifar10": "ideal: {rounds: 20, generator: {g_steps: 10}}\n",
+        "empty": None,  # an environment that sets no parameters is no reference
+    }.items():
+        (conf / folder).mkdir(parents=True)
+        if text:
+            (conf / folder / "parameters_ideal.yml").write_text(text)
+    defaults = reporting.project_defaults(tmp_path)
+    assert list(defaults) == ["defaults", "env cifar10"]
+    assert defaults["env cifar10"]["ideal.generator.g_steps"] == 10
+
+    names = {r["configuration"] for r in reporting.table_rows(runs, defaults)}
+    # g_steps 10 and 20 rounds is the cifar10 environment exactly; g_steps 20 differs from it by one
+    # parameter as from conf/base, and conf/base wins a tie
+    assert names == {"env cifar10", "ideal.rounds=20"}
+    suite = {r["settings"] for r in reporting.suite_rows(runs, defaults)}
+    assert suite == {"env cifar10", "ideal.rounds=20"}
+
+
 def test_a_record_that_is_not_one_is_a_clear_error(tmp_path):
     record = tmp_path / "runs.json"
     record.write_text('[{"accuracy": 0.5}]')

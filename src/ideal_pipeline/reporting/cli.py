@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         new = [run_from_project(p, args.env) for p in args.runs or []]
     runs = merge_runs(read_record(args.record), new)
     command = "python -m ideal_pipeline.reporting " + " ".join(sys.argv[1:] if argv is None else argv)
-    paths = write_report(runs, args.out_dir, command, project_defaults(args.defaults, args.env))
+    paths = write_report(runs, args.out_dir, command, project_defaults(args.defaults))
     write_record(runs, args.record)
     paths["record"] = args.record
     print("\n".join(str(p) for p in paths.values()))

@@ -20,7 +20,8 @@ def write_markdown(
 ) -> None:
     naming = (
         "Configurations are named by the parameters they change from the project's defaults (conf/base;"
-        " `defaults` when none); compute: the device and precision `auto` resolved to."
+        " `defaults` when none) or, closer to a Kedro environment's, from that environment's (`env cifar10`);"
+        " compute: the device and precision `auto` resolved to."
         if from_defaults
         else "Configurations are named by the parameters that set them apart."
     )

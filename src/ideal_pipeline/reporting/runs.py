@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ideal_pipeline.config import DATA, data_root, flatten, parameters_from_conf
+from ideal_pipeline.config import BASE_ENV, DATA, data_root, flatten, parameters_from_conf
 
 METRICS = "data/08_reporting/evaluate/metrics.json"
 BASELINE_METRICS = "data/08_reporting/baselines_metrics.json"
@@ -112,11 +112,18 @@ def run_from_project(project: Path, env: str | None = None) -> Run:
     )
 
 
-def project_defaults(project: Path, env: str | None = None) -> dict[str, Any] | None:
-    """The flat parameters of a Kedro project's conf (None where `project` has no conf/base)."""
-    if not (project / "conf" / "base").is_dir():
+def project_defaults(project: Path) -> dict[str, dict[str, Any]] | None:
+    """The flat parameters configurations are named against: conf/base's (`defaults`) and each Kedro
+    environment's that sets parameters (`env cifar10`: conf/base with conf/cifar10 over it); None
+    where `project` has no conf/base."""
+    conf = project / "conf"
+    if not (conf / "base").is_dir():
         return None
-    return flatten(parameters_from_conf(project, env))
+    named = {"defaults": flatten(parameters_from_conf(project, BASE_ENV))}
+    for env in sorted(p.name for p in conf.iterdir() if p.is_dir() and p.name not in (BASE_ENV, "local")):
+        if any((conf / env).glob("parameters*.yml")):
+            named[f"env {env}"] = flatten(parameters_from_conf(project, env))
+    return named
 
 
 # ---------------------------------------------------------------------------------------------- the run record

@@ -55,27 +55,55 @@ def configuration(run: Run) -> tuple:
     return tuple(sorted((k, json.dumps(v)) for k, v in run.params.items() if k not in NOT_CONFIGURATION))
 
 
+# The name of conf/base's parameters among the references configurations are named against.
+BASE_REFERENCE = "defaults"
+
+
+def references(defaults: dict[str, Any] | None) -> dict[str, dict[str, Any]] | None:
+    """The flat parameters to name configurations against, by name, conf/base's (`defaults`) first:
+    either such a mapping (`runs.project_defaults`) or one flat parameter set, taken as conf/base's."""
+    if defaults is None:
+        return None
+    if defaults and all(isinstance(v, dict) for v in defaults.values()):  # flat parameters hold no dicts
+        return defaults
+    return {BASE_REFERENCE: defaults}
+
+
 def describe(configs: list[tuple], defaults: dict[str, Any] | None = None) -> dict[tuple, str]:
     """Name each configuration by the parameters that set it apart from the others or, given the
-    project's flat parameters (`defaults`), by those that differ from them ("defaults" when none)."""
+    project's flat parameters (`defaults`), by those that differ from them ("defaults" when none).
+    Given an environment's parameters too (`env cifar10`), a configuration closer to that
+    environment is named by it and what it changes from it."""
     as_dicts = {c: dict(c) for c in configs}
     keys = sorted({k for d in as_dicts.values() for k in d})
     varying = [k for k in keys if len({x.get(k) for x in as_dicts.values()}) > 1]
-    # Parameters compared against the defaults; the resolved compute is named only where it varies.
-    pinned = {k: json.dumps(v) for k, v in (defaults or {}).items() if k not in RESOLVED}
+    named_against = references(defaults)
+    # Parameters compared against a reference; the resolved compute is named only where it varies.
+    pinned = {
+        label: {k: json.dumps(v) for k, v in flat.items() if k not in RESOLVED}
+        for label, flat in (named_against or {}).items()
+    }
 
-    def shown(d: dict[str, str], with_missing: bool) -> list[str]:
-        if defaults is None:
-            return varying
+    def shown(d: dict[str, str], with_missing: bool, reference: dict[str, str]) -> list[str]:
         # A parameter the project no longer has, or that the run resolved (the compute `auto` chose: the
         # table's compute column), is named only where the configurations differ in it. One a run
         # predates is named only where leaving it out would give two configurations one name.
         return [
-            k for k in keys if (k in d or with_missing) and (d.get(k) != pinned[k] if k in pinned else k in varying)
+            k
+            for k in keys
+            if (k in d or with_missing) and (d.get(k) != reference[k] if k in reference else k in varying)
         ]
 
     def name(d: dict[str, str], with_missing: bool) -> str:
-        return ", ".join(f"{k}={_short(d.get(k, 'null'))}" for k in shown(d, with_missing)) or "defaults"
+        if named_against is None:
+            return ", ".join(f"{k}={_short(d.get(k, 'null'))}" for k in varying) or BASE_REFERENCE
+        # The closest reference; conf/base's where several are as close (min keeps the first).
+        label, changed = min(
+            ((label, shown(d, with_missing, reference)) for label, reference in pinned.items()),
+            key=lambda candidate: len(candidate[1]),
+        )
+        parts = ([] if label == BASE_REFERENCE else [label]) + [f"{k}={_short(d.get(k, 'null'))}" for k in changed]
+        return ", ".join(parts) or BASE_REFERENCE
 
     short = {c: name(d, with_missing=False) for c, d in as_dicts.items()}
     taken = list(short.values())
@@ -170,10 +198,11 @@ def suite_rows(runs: list[Run], defaults: dict[str, Any] | None = None) -> list[
     one victim hold on the others. Settings are named by what they change from the defaults,
     the data set and victim left out."""
     cells: dict[tuple, dict[Any, Run]] = defaultdict(dict)
+    named_against = references(defaults)
     # A run that predates a parameter ran with what is now its default.
     assumed = {
         k: json.dumps(v)
-        for k, v in (defaults or {}).items()
+        for k, v in (named_against or {}).get(BASE_REFERENCE, {}).items()
         if k not in NOT_CONFIGURATION and k not in RESOLVED and not k.startswith(SUITE_PREFIXES)
     }
     for run in sorted(runs, key=lambda r: r.finished):
@@ -181,8 +210,13 @@ def suite_rows(runs: list[Run], defaults: dict[str, Any] | None = None) -> list[
         method = tuple(sorted(settings.items()))
         cell = (method, run.params.get("data.source"), run.params.get("victim.architecture"))
         cells[cell + (run.metrics.get("queries_used"),)][run.params.get("ideal.seed")] = run
-    kept = {k: v for k, v in (defaults or {}).items() if not k.startswith(SUITE_PREFIXES)}
-    names = describe(sorted({cell[0] for cell in cells}), kept if defaults is not None else None)
+    kept = None
+    if named_against is not None:
+        kept = {
+            label: {k: v for k, v in flat.items() if not k.startswith(SUITE_PREFIXES)}
+            for label, flat in named_against.items()
+        }
+    names = describe(sorted({cell[0] for cell in cells}), kept)
     rows = []
     for (method, data, victim, queries), seeds in cells.items():
         metrics = [r.metrics for r in seeds.values() if "student_accuracy" in r.metrics]
