@@ -216,3 +216,12 @@ def test_the_spec_expands_to_named_trials_and_bad_parameters_are_refused_before_
     spec.write_text("name: typo\nseed: [0]\n")
     with pytest.raises(SpecError, match="unknown key"):
         load_spec(spec)
+
+
+@pytest.mark.parametrize("spec", sorted((REPO / "benchmarks/sweeps").glob("*.yaml")), ids=lambda path: path.stem)
+def test_every_shipped_spec_expands_to_trials_the_schema_accepts(spec):
+    from ideal_pipeline.sweep.spec import check_trials, expand, load_spec
+
+    trials = expand(load_spec(spec), REPO)
+    assert trials and len({t.name for t in trials}) == len(trials)
+    check_trials(REPO, trials)

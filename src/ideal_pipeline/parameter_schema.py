@@ -119,6 +119,7 @@ class GeneratorParams(Section):
     channels_last: bool
     reinitialize: bool
     stop_at_hit_rate: Annotated[float, Field(gt=0, le=1)] | None
+    candidates: PositiveInt
 
 
 class DistillParams(Section):
@@ -131,6 +132,7 @@ class DistillParams(Section):
     keep_optimizer: bool
     logit_adjustment: NonNegativeFloat
     final_lr_fraction: Annotated[float, Field(gt=0, le=1)]
+    weight_average: Annotated[float, Field(gt=0, lt=1)] | None
 
 
 class TeacherConnectionParams(Section):

@@ -51,7 +51,7 @@ def time_left(methods: Iterable[MethodProgress]) -> str:
 
 
 def validation_accuracy(state: dict[str, torch.Tensor], architecture: str, card: dict, validation: dict) -> float:
-    student = load_student(architecture, card, state)
+    student = load_student(architecture, card, state, averaged=True)
     images, labels = validation["images"][:VALIDATION_SAMPLES], validation["labels"][:VALIDATION_SAMPLES]
     with torch.inference_mode():
         return (predict(student, images, torch.device("cpu")) == labels).float().mean().item()

@@ -1,5 +1,6 @@
 """Accuracy levers: early stop by hit rate, momentum kept across rounds, logit adjustment,
-the learning rate falling over the rounds, a victim family without BatchNorm."""
+the learning rate falling over the rounds, a moving average of the student's weights, a victim
+family without BatchNorm."""
 
 import itertools
 
@@ -10,6 +11,8 @@ from ideal_pipeline.compute import CPU
 from ideal_pipeline.ideal.distillation import distill, round_learning_rate
 from ideal_pipeline.ideal.generation import train_generator
 from ideal_pipeline.models.classifiers import LeNet, build_classifier
+from ideal_pipeline.models.students import AVERAGE_PREFIX, load_student, state_to_tensors
+from ideal_pipeline.rounds.nodes import distill_student
 from tests.conftest import plain_distill, settings
 
 
@@ -86,3 +89,73 @@ def test_the_tanh_victim_has_no_batchnorm_and_takes_every_image_size():
         model = build_classifier("tanhnet", 3 if size == 32 else 1, 10, size)
         assert model(torch.rand(2, 3 if size == 32 else 1, size, size)).shape == (2, 10)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in build_classifier("tanhnet", 1, 10, 28).modules())
+
+
+def test_the_weight_average_follows_every_step_and_goes_on_from_one_call_to_the_next():
+    images, labels = pool()
+    averaging = plain_distill(batch_size=20, weight_average=0.5)
+    torch.manual_seed(0)
+    student = LeNet()
+    after_each_step = []
+
+    def record(_batch):
+        after_each_step.append(student.classifier.weight.detach().clone())
+
+    average = {}
+    distill(student, images, labels, averaging, seed=1, compute=CPU, progress=record, average=average)
+    expected = after_each_step[0]  # a fresh average starts from the first step's weights
+    for weights in after_each_step[1:]:
+        expected = 0.5 * expected + 0.5 * weights
+    assert len(after_each_step) == 3
+    assert torch.allclose(average["classifier.weight"], expected)
+    assert set(average) == set(student.state_dict())  # BatchNorm statistics are averaged too
+    assert not torch.equal(average["classifier.weight"], student.classifier.weight)
+
+    after_each_step.clear()
+    distill(student, images, labels, averaging, seed=2, compute=CPU, progress=record, average=average)
+    for weights in after_each_step:
+        expected = 0.5 * expected + 0.5 * weights
+    assert torch.allclose(average["classifier.weight"], expected)
+
+
+def test_no_average_is_kept_unless_asked_for():
+    images, labels = pool()
+    average = {}
+    distill(LeNet(), images, labels, plain_distill(batch_size=20), seed=1, compute=CPU, average=average)
+    assert average == {}
+
+
+def test_a_student_artifact_hands_on_its_average_only_when_asked_and_when_it_has_one():
+    card = {"input_shape": [1, 28, 28], "num_classes": 10}
+    torch.manual_seed(0)
+    raw, other = state_to_tensors(LeNet()), state_to_tensors(LeNet())
+    artifact = {**raw, **{AVERAGE_PREFIX + k: v for k, v in other.items()}}
+    weight = "classifier.weight"
+    assert torch.equal(load_student("lenet", card, artifact).state_dict()[weight], raw[weight])
+    assert torch.equal(load_student("lenet", card, artifact, averaged=True).state_dict()[weight], other[weight])
+    assert torch.equal(load_student("lenet", card, raw, averaged=True).state_dict()[weight], raw[weight])
+
+
+class EmptyPool:
+    """The labelled pool before round 1."""
+
+    def load(self, rounds):
+        return torch.empty(0, 1, 28, 28, dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
+
+
+def test_a_round_keeps_the_average_beside_the_student_only_when_asked_to():
+    images, labels = pool(40)
+    card = {"input_shape": [1, 28, 28], "num_classes": 10}
+    summary = {"method": "ideal", "budget_scope": "s/", "round": 0, "pool_size": 0, "queries_used": 0}
+    summary |= {"planned_queries": 40, "class_counts": [0] * 10}
+    torch.manual_seed(0)
+    start = state_to_tensors(LeNet())
+    kept = {}
+    for decay in (None, 0.9):
+        state, _ = distill_student(
+            start, summary, EmptyPool(), images, labels, {}, card,
+            plain_distill(batch_size=10, weight_average=decay), settings("ideal.student", architecture="lenet"),
+            rounds=1, seed=0, compute=settings("compute"),
+        )  # fmt: skip
+        kept[decay] = {k for k in state if k.startswith(AVERAGE_PREFIX)}
+    assert kept[None] == set() and kept[0.9] == {AVERAGE_PREFIX + k for k in start}

@@ -2,13 +2,14 @@
 
 import copy
 
+import pytest
 import torch
 
 from ideal_pipeline.datasets import LabelledPoolDataset, TensorDataset, labelled_pool_dataset
 from ideal_pipeline.pipelines.baselines.pipeline import image_source as baseline_source
 from ideal_pipeline.pipelines.ideal import nodes
 from ideal_pipeline.pipelines.ideal.pipeline import create_pipeline
-from ideal_pipeline.rounds.nodes import initialize_student
+from ideal_pipeline.rounds.nodes import initialize_student, materialize_synthetic
 from ideal_pipeline.rounds.pipeline import create_method_pipeline
 from tests.conftest import settings
 
@@ -90,3 +91,42 @@ def test_the_pool_reads_each_rounds_files_once_per_process(tmp_path, monkeypatch
     assert len(reads) == 6  # three rounds, two files each, each read once
     TensorDataset(str(tmp_path / "round_002/teacher_labels.safetensors")).save(torch.full((4,), 9))
     assert pool.load(3)[1][4:8].tolist() == [9] * 4  # a rewritten file is read again
+
+
+def test_the_least_sure_images_are_chosen_with_each_predicted_class_in_turn():
+    from ideal_pipeline.ideal.selection import least_sure_by_class
+
+    probabilities = torch.tensor(
+        [[0.9, 0.1, 0.0], [0.6, 0.4, 0.0], [0.7, 0.3, 0.0], [0.5, 0.4, 0.1], [0.2, 0.8, 0.0], [0.1, 0.1, 0.8]]
+    )
+    # class 0 from least to most sure: rows 3, 1, 2, 0; class 1: row 4; class 2: row 5
+    assert least_sure_by_class(probabilities, 3).tolist() == [3, 4, 5]
+    assert least_sure_by_class(probabilities, 4).tolist() == [1, 3, 4, 5]  # class 0's second turn
+    assert least_sure_by_class(probabilities, 6).tolist() == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="cannot choose 7 images from 6 candidates"):
+        least_sure_by_class(probabilities, 7)
+
+
+def test_a_round_with_candidates_buys_b_of_them_and_the_kept_batch_comes_out_as_it_was_scored():
+    plan = {"method": "ideal", "budget_scope": "ideal/seed=0/run=test/", "planned_queries": 80}
+    rounds = {}
+    for candidates in (1, 3):
+        params = tiny_params(candidates=candidates)
+        student, summary = initialize_student(plan, API, params["student"], params["seed"])
+        args = (API, params["generator"], params["student"], params["batch_size"], params["seed"], COMPUTE)
+        artifact, log = nodes.train_generator(student, summary, *args)
+        images = materialize_synthetic(artifact, API, params["generator"], True, COMPUTE)
+        rounds[candidates] = artifact, log, images
+    plain, _, plain_images = rounds[1]
+    chosen, log, images = rounds[3]
+    selected = chosen["selected"]
+    assert len(chosen["noise"]) == 60 and "selected" not in plain
+    assert len(selected) == 20 and len(set(selected.tolist())) == 20 and int(selected.max()) < 60
+    assert len(images) == 40  # B images and their mirrors: the only ones sent
+    assert torch.equal(images[20:], images[:20].flip(-1))
+    from_kept_batch = selected < 20  # these are the images the generator was trained on, unchanged
+    assert from_kept_batch.any() and not from_kept_batch.all()
+    assert torch.equal(images[:20][from_kept_batch], plain_images[selected[from_kept_batch]])
+    asked = torch.tensor(log["targets"])
+    assert torch.equal(asked[from_kept_batch], plain["targets"][selected[from_kept_batch]])
+    assert (asked[~from_kept_batch] == -1).all()

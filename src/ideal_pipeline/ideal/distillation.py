@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ideal_pipeline.compute import Compute
 from ideal_pipeline.models.training import LoopOptions, passes, train
@@ -34,6 +35,7 @@ def distill(
     momentum: dict[str, torch.Tensor] | None = None,
     lr: float | None = None,
     progress: Callable[[int], None] | None = None,
+    average: dict[str, torch.Tensor] | None = None,
 ) -> list[float]:
     """Train `student` in place on (uint8 images (N, C, H, W), int64 labels (N,)) with SGD.
 
@@ -43,7 +45,10 @@ def distill(
     ({parameter name: SGD momentum buffer}, CPU tensors) continues an earlier optimiser, as the
     reference code's one optimiser for the whole run does, and is updated in place with the
     buffers it ends with. `lr` overrides `settings.lr` (a round's scheduled rate); `progress` is
-    called with each batch's size. Returns the mean loss of each pass.
+    called with each batch's size. With `settings.weight_average`, `average` ({state key: tensor},
+    empty at first) holds an exponential moving average of the student's weights and BatchNorm
+    statistics, continued from call to call and updated in place after every step; the student
+    itself is left as SGD made it. Returns the mean loss of each pass.
     """
     optimizer = torch.optim.SGD(
         student.parameters(),
@@ -61,11 +66,37 @@ def distill(
         logit_adjustment=_logit_adjustment(labels, student, settings.logit_adjustment, compute.device),
     )
     rng = torch.Generator().manual_seed(seed)
-    losses = train(student, images, labels, optimizer, options, rng, compute, progress=progress)
+    averaged = _moving_average(student, average, settings.weight_average, compute.device)
+    step = progress
+    if averaged is not None:
+
+        def step(batch: int) -> None:
+            averaged.update_parameters(student)
+            if progress is not None:
+                progress(batch)
+
+    losses = train(student, images, labels, optimizer, options, rng, compute, progress=step)
+    if averaged is not None:
+        average.clear()
+        average.update({k: v.detach().cpu().contiguous() for k, v in averaged.module.state_dict().items()})
     if momentum is not None:
         momentum.clear()
         momentum.update(momentum_buffers(student, optimizer))
     return losses or [0.0]
+
+
+def _moving_average(
+    student: nn.Module, average: dict[str, torch.Tensor] | None, decay: float | None, device: torch.device
+) -> AveragedModel | None:
+    """torch's EMA of the student (BatchNorm statistics averaged too), resumed from `average` when it
+    holds an earlier call's; None when no average is kept."""
+    if decay is None or average is None:
+        return None
+    averaged = AveragedModel(student, device=device, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    if average:
+        averaged.module.load_state_dict(average)
+        averaged.n_averaged.fill_(1)  # the first update of a fresh average copies the weights; this one goes on
+    return averaged
 
 
 def _logit_adjustment(

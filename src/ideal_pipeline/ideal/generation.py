@@ -145,15 +145,20 @@ def generate_images(
     image_size: int,
     channels: int,
     compute: Compute,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
-    """Re-run a kept generator on its noise: (B, C, H, W) float32 in [0, 1].
+    """Re-run a kept generator on its noise: (N, C, H, W) float32 in [0, 1].
 
     BatchNorm stays in training mode, as when the batch was scored, so the same batch comes out;
-    give the `compute` the generator was trained with for the same reason.
+    give the `compute` the generator was trained with for the same reason. With `batch_size`, the
+    noise goes through in batches of that size, each normalised on its own as the kept batch was
+    (candidate images, `ideal.selection`).
     """
     generator = Generator(settings.nz, settings.ngf, image_size, channels)
     generator.load_state_dict(generator_state)
     generator = _to_format(generator, settings.channels_last).to(compute.device).train()
-    with compute.autocast():
-        images = generator(noise.to(compute.device))
-    return images.float().cpu().contiguous()
+    images = []
+    for batch in noise.split(batch_size or len(noise)):
+        with compute.autocast():
+            images.append(generator(batch.to(compute.device)).float().cpu())
+    return torch.cat(images).contiguous()

@@ -9,8 +9,10 @@ from torch import nn
 
 from ideal_pipeline.models.classifiers import build_classifier
 
-# A student artifact may also hold its optimiser's momentum (keys `momentum.<parameter>`).
+# A student artifact may also hold its optimiser's momentum (keys `momentum.<parameter>`) and a
+# moving average of its weights (keys `average.<state key>`, `distill.weight_average`).
 MOMENTUM_PREFIX = "momentum."
+AVERAGE_PREFIX = "average."
 
 
 def input_shape(api_card: dict[str, Any]) -> tuple[int, int, int]:
@@ -27,9 +29,17 @@ def build_student(architecture: str, api_card: dict[str, Any]) -> nn.Module:
     return build_classifier(architecture, channels, int(api_card["num_classes"]), size)
 
 
-def load_student(architecture: str, api_card: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
+def load_student(
+    architecture: str, api_card: dict[str, Any], state: dict[str, torch.Tensor], averaged: bool = False
+) -> nn.Module:
+    """The student SGD trained, or with `averaged` the moving average of its weights where the artifact
+    keeps one (the student a run scores and hands on; the generator trains against SGD's)."""
     student = build_student(architecture, api_card)
-    student.load_state_dict({k: v for k, v in state.items() if not k.startswith(MOMENTUM_PREFIX)})
+    average = {k.removeprefix(AVERAGE_PREFIX): v for k, v in state.items() if k.startswith(AVERAGE_PREFIX)}
+    if averaged and average:
+        student.load_state_dict(average)
+    else:
+        student.load_state_dict({k: v for k, v in state.items() if not k.startswith((MOMENTUM_PREFIX, AVERAGE_PREFIX))})
     return student
 
 

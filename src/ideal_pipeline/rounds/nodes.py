@@ -19,7 +19,14 @@ from ideal_pipeline.datasets.labelled_pool_dataset import LabelledPool
 from ideal_pipeline.ideal.distillation import distill, round_learning_rate
 from ideal_pipeline.ideal.generation import generate_images
 from ideal_pipeline.models.images import quantize
-from ideal_pipeline.models.students import MOMENTUM_PREFIX, build_student, input_shape, load_student, state_to_tensors
+from ideal_pipeline.models.students import (
+    AVERAGE_PREFIX,
+    MOMENTUM_PREFIX,
+    build_student,
+    input_shape,
+    load_student,
+    state_to_tensors,
+)
 from ideal_pipeline.parameter_schema import (
     ComputeParams,
     DistillParams,
@@ -136,10 +143,12 @@ def label_with_teacher(
 
 
 def _target_hit_rate(targets: list[int] | None, labels: torch.Tensor) -> float | None:
-    """Share of the generated images (not their mirrors) the teacher labelled as the student was asked."""
-    if not targets:
+    """Share of the generated images (not their mirrors) the teacher labelled as the student was asked
+    (a target of -1: an image asked for no class, not counted)."""
+    asked = torch.tensor(targets or [])
+    if not (asked >= 0).any():
         return None
-    return (labels[: len(targets)] == torch.tensor(targets)).float().mean().item()
+    return (labels[: len(asked)][asked >= 0] == asked[asked >= 0]).float().mean().item()
 
 
 def distill_student(
@@ -160,7 +169,8 @@ def distill_student(
 
     The earlier rounds' samples come from the pool (read once per process); this round's are
     the node's own inputs. With `keep_optimizer`, SGD's momentum travels with the student, as
-    the reference code's one optimiser for the whole run does.
+    the reference code's one optimiser for the whole run does; with `weight_average`, so does the
+    moving average of its weights.
     """
     round_index = next_round(previous_summary)
     earlier_images, earlier_labels = labelled_pool.load(round_index - 1)
@@ -173,6 +183,7 @@ def distill_student(
     model = load_student(student.architecture, teacher_api, student_state)
     lr = round_learning_rate(settings, round_index, rounds)
     momentum = {k.removeprefix(MOMENTUM_PREFIX): v for k, v in student_state.items() if k.startswith(MOMENTUM_PREFIX)}
+    average = {k.removeprefix(AVERAGE_PREFIX): v for k, v in student_state.items() if k.startswith(AVERAGE_PREFIX)}
     losses = distill(
         model,
         torch.cat([earlier_images, synthetic_images]),
@@ -182,6 +193,7 @@ def distill_student(
         compute=resolve_compute(compute),
         momentum=momentum if settings.keep_optimizer else None,
         lr=lr,
+        average=average,
     )
     counts = torch.tensor(previous_summary["class_counts"]) + torch.bincount(
         teacher_labels, minlength=len(previous_summary["class_counts"])
@@ -202,6 +214,7 @@ def distill_student(
         "generator_steps": image_source_log.get("generator_steps"),
     }
     kept = {MOMENTUM_PREFIX + k: v for k, v in momentum.items()} if settings.keep_optimizer else {}
+    kept |= {AVERAGE_PREFIX + k: v for k, v in average.items()}
     return {**state_to_tensors(model.cpu()), **kept}, summary
 
 
@@ -213,10 +226,13 @@ def materialize_synthetic(
     compute: ComputeParams,
 ) -> torch.Tensor:
     """A generator's round of images as stored uint8 samples (N, C, H, W), each image's mirror after the
-    originals when mirrors are labelled: a flip is a new image, a new query."""
+    originals when mirrors are labelled: a flip is a new image, a new query. Where the round chose
+    among candidates (`selected`), only the chosen ones."""
     channels, size, _ = input_shape(teacher_api)
     state = {k.removeprefix("state."): v for k, v in generator.items() if k.startswith("state.")}
-    images = quantize(generate_images(state, generator["noise"], settings, size, channels, resolve_compute(compute)))
+    batch = len(generator["targets"])
+    images = generate_images(state, generator["noise"], settings, size, channels, resolve_compute(compute), batch)
+    images = quantize(images[generator["selected"]] if "selected" in generator else images)
     return torch.cat([images, images.flip(-1)]) if label_mirrors else images
 
 

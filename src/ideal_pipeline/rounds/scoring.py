@@ -63,7 +63,7 @@ def score_students(
     for round_index, load in by_round(round_students, last_round):
         if round_index % score_every and round_index <= last_round - LAST_ROUNDS:
             continue
-        model = load_student(student.architecture, teacher_api, load())
+        model = load_student(student.architecture, teacher_api, load(), averaged=True)
         summary = summaries[round_index]()
         test_predictions = predict(model, real_test["images"], device)
         rows.append(

@@ -10,8 +10,9 @@ from typing import Any
 import torch
 
 from ideal_pipeline.compute import resolve_compute
-from ideal_pipeline.ideal import generation
+from ideal_pipeline.ideal import generation, selection
 from ideal_pipeline.ideal.targets import round_targets
+from ideal_pipeline.models.images import quantize
 from ideal_pipeline.models.students import input_shape, load_student
 from ideal_pipeline.parameter_schema import ComputeParams, GeneratorParams, StudentParams
 from ideal_pipeline.rounds.nodes import Card, Summary, Weights, generator_artifact, next_round, round_seed
@@ -32,7 +33,8 @@ def train_generator(
     least), and a generator trained to make the student answer them.
 
     Fresh each round (IDEAL), or, with `generator.reinitialize: false`, continued from the
-    previous round's kept generator.
+    previous round's kept generator. With `generator.candidates` above 1, the kept generator also
+    makes the candidates the round chooses its images from (`ideal.selection`), with no query.
     """
     resolved = resolve_compute(compute)
     round_index = next_round(previous_summary)
@@ -45,12 +47,23 @@ def train_generator(
     result = generation.train_generator(
         model, targets, settings, size, channels, round_seed(seed, round_index), resolved, initial_state
     )
+    artifact = generator_artifact(result.state_dict, result.noise, result.targets)
+    asked = targets
+    if settings.candidates > 1:
+        noise = selection.candidate_noise(result.noise, settings.candidates, round_seed(seed, round_index))
+        candidates = generation.generate_images(
+            result.state_dict, noise, settings, size, channels, resolved, batch_size=len(targets)
+        )
+        chosen = selection.choose_images(model, quantize(candidates), len(targets), resolved)
+        artifact |= {"noise": noise, "selected": chosen}
+        # Fresh-noise images were asked for no class (-1): the hit rate counts only the kept batch's.
+        asked = torch.cat([targets, torch.full((len(noise) - len(targets),), -1)])[chosen]
     log = {
         "round": round_index,
         "losses": result.losses,
         "generator_steps": len(result.losses),
         "best_loss": min(result.losses),
         "best_step": result.best_step,
-        "targets": targets.tolist(),
+        "targets": asked.tolist(),
     }
-    return generator_artifact(result.state_dict, result.noise, result.targets), log
+    return artifact, log

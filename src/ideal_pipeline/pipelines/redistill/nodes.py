@@ -27,16 +27,20 @@ def redistill_student(
     student: StudentParams,
     compute: ComputeParams,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Several epochs on the whole pool, from the round-by-round student or from scratch."""
+    """Several epochs on the whole pool, from the round-by-round student (its moving average where it
+    keeps one) or from scratch; with `distill.weight_average` the result is the average."""
     resolved = resolve_compute(compute)
     torch.manual_seed(params.seed)
     if params.init == "final_student":
-        model = load_student(student.architecture, teacher_api, final_student)
+        model = load_student(student.architecture, teacher_api, final_student, averaged=True)
     else:
         model = build_student(student.architecture, teacher_api)
     images, labels = labelled_pool.load(final_summary["round"])
     started = time.perf_counter()
-    losses = distill(model, images, labels, params.distill, seed=params.seed, compute=resolved)
+    average = {}
+    losses = distill(model, images, labels, params.distill, seed=params.seed, compute=resolved, average=average)
+    if average:
+        model.load_state_dict(average)
     seconds = time.perf_counter() - started
     logger.info("re-distilled on %d pooled samples, %d epochs, 0 queries, %.0f s", len(labels), len(losses), seconds)
     return state_to_tensors(model.cpu()), {"epoch_losses": losses, "pool_size": len(labels), "queries_used": 0}

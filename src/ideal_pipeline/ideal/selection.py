@@ -1,0 +1,52 @@
+"""Paying only for informative images: candidates are free, labels are not.
+
+With `generator.candidates: k`, the round's kept generator makes k batches of B images (its own
+noise first, then fresh noise) and the round buys labels for B of them: those the student is
+least sure of, its predicted classes taking turns so that no class the student believes in is left
+out (the filtering of QEDG and CaBaGE). Only the chosen images are sent; the ledger counts them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ideal_pipeline.compute import Compute
+from ideal_pipeline.models.images import to_float
+
+# Candidate noise comes from its own stream: a round's seed plus this never equals another round's seed.
+CANDIDATE_STREAM = 2**32
+SCORING_BATCH = 1000
+
+
+def candidate_noise(kept_noise: torch.Tensor, candidates: int, seed: int) -> torch.Tensor:
+    """The kept batch's noise, then (candidates - 1) batches of fresh noise: (candidates * B, nz)."""
+    rng = torch.Generator().manual_seed(seed + CANDIDATE_STREAM)
+    extra = torch.randn((candidates - 1) * len(kept_noise), kept_noise.shape[1], generator=rng)
+    return torch.cat([kept_noise, extra])
+
+
+def least_sure_by_class(probabilities: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices (ascending) of `count` rows of (N, classes) probabilities: each predicted class in turn
+    gives its least confident row not yet taken; a class with no rows left drops out of the turns."""
+    if count > len(probabilities):
+        raise ValueError(f"cannot choose {count} images from {len(probabilities)} candidates")
+    confidence, predicted = probabilities.max(1)
+    order = torch.argsort(confidence, stable=True)  # least sure first
+    classes = F.one_hot(predicted[order], probabilities.shape[1])
+    rank_in_class = (classes.cumsum(0) * classes).sum(1) - 1
+    # Turn by turn (rank in its class), and within a turn the least sure first.
+    turn_order = torch.argsort(rank_in_class * len(order) + torch.arange(len(order)))
+    return order[turn_order[:count]].sort().values
+
+
+@torch.no_grad()
+def choose_images(student: nn.Module, images: torch.Tensor, count: int, compute: Compute) -> torch.Tensor:
+    """Which `count` of the uint8 candidate images (N, C, H, W) to buy labels for, by the student's view."""
+    student = student.to(compute.device).eval()
+    probabilities = []
+    for chunk in images.split(SCORING_BATCH):
+        with compute.autocast():
+            probabilities.append(student(to_float(chunk.to(compute.device))).float().softmax(1).cpu())
+    return least_sure_by_class(torch.cat(probabilities), count)
