@@ -25,3 +25,16 @@ def test_nothing_measured_yet_and_nothing_left_say_so():
     assert time_left([MethodProgress(total=3)]) == "-"
     assert time_left([MethodProgress(total=3, done=3, seconds=9.0)]) == "done"
     assert time_left([MethodProgress(total=30, done=29, seconds=29.0)]) == "1 s left"
+
+
+def test_the_victims_epoch_line_gives_the_time_left_as_a_round_line_does(caplog):
+    import time
+
+    from ideal_pipeline.pipelines.victim.nodes import EpochLog
+
+    log = EpochLog(epochs=3, images=100, started=time.perf_counter() - 120)  # the first epoch took 2 min
+    with caplog.at_level("INFO"):
+        log(60)  # within the first epoch: no line
+        log(40)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert re.fullmatch(r"victim epoch 1/3 \| 12\d s \| 4 min left \(~\d\d:\d\d\)", line)

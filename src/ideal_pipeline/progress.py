@@ -44,10 +44,15 @@ def time_left(methods: Iterable[MethodProgress]) -> str:
         (method.seconds / method.done if method.done else mean_pace) * (method.total - method.done)
         for method in methods
     )
-    if left <= 0:
+    return duration_left(left)
+
+
+def duration_left(seconds: float) -> str:
+    """`12 min left (~14:05)`, `40 s left` under a minute, or `done`."""
+    if seconds <= 0:
         return "done"
-    end = (datetime.now() + timedelta(seconds=left)).strftime("%H:%M")
-    return f"{left / 60:.0f} min left (~{end})" if left >= 60 else f"{left:.0f} s left"
+    end = (datetime.now() + timedelta(seconds=seconds)).strftime("%H:%M")
+    return f"{seconds / 60:.0f} min left (~{end})" if seconds >= 60 else f"{seconds:.0f} s left"
 
 
 def validation_accuracy(state: dict[str, torch.Tensor], architecture: str, card: dict, validation: dict) -> float:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 from ideal_pipeline.reporting.runs import Run
-from ideal_pipeline.reporting.statistics import IDEAL_ROWS, suite_rows, table_rows, timing_rows
+from ideal_pipeline.reporting.statistics import IDEAL_ROWS, References, suite_rows, table_rows, timing_rows
 
 
 def _percent(value: float) -> str:
@@ -119,9 +118,7 @@ def plot(rows: list[dict], path: Path) -> None:
     figure.savefig(path)
 
 
-def write_report(
-    runs: list[Run], out_dir: Path, command: str, defaults: dict[str, Any] | None = None
-) -> dict[str, Path]:
+def write_report(runs: list[Run], out_dir: Path, command: str, defaults: References | None = None) -> dict[str, Path]:
     import pandas as pd
 
     if not runs:

@@ -57,27 +57,20 @@ def configuration(run: Run) -> tuple:
 
 # The name of conf/base's parameters among the references configurations are named against.
 BASE_REFERENCE = "defaults"
+# Flat parameter sets to name configurations against, by name: conf/base's (BASE_REFERENCE) and
+# Kedro environments' (`env cifar10`), as `runs.project_defaults` reads them.
+References = dict[str, dict[str, Any]]
 
 
-def references(defaults: dict[str, Any] | None) -> dict[str, dict[str, Any]] | None:
-    """The flat parameters to name configurations against, by name, conf/base's (`defaults`) first:
-    either such a mapping (`runs.project_defaults`) or one flat parameter set, taken as conf/base's."""
-    if defaults is None:
-        return None
-    if defaults and all(isinstance(v, dict) for v in defaults.values()):  # flat parameters hold no dicts
-        return defaults
-    return {BASE_REFERENCE: defaults}
-
-
-def describe(configs: list[tuple], defaults: dict[str, Any] | None = None) -> dict[tuple, str]:
+def describe(configs: list[tuple], defaults: References | None = None) -> dict[tuple, str]:
     """Name each configuration by the parameters that set it apart from the others or, given the
-    project's flat parameters (`defaults`), by those that differ from them ("defaults" when none).
-    Given an environment's parameters too (`env cifar10`), a configuration closer to that
-    environment is named by it and what it changes from it."""
+    project's parameters (`defaults`: conf/base's under "defaults"), by those that differ from them
+    ("defaults" when none). Given an environment's parameters too (`env cifar10`), a configuration
+    closer to that environment is named by it and what it changes from it."""
     as_dicts = {c: dict(c) for c in configs}
     keys = sorted({k for d in as_dicts.values() for k in d})
     varying = [k for k in keys if len({x.get(k) for x in as_dicts.values()}) > 1]
-    named_against = references(defaults)
+    named_against = defaults
     # Parameters compared against a reference; the resolved compute is named only where it varies.
     pinned = {
         label: {k: json.dumps(v) for k, v in flat.items() if k not in RESOLVED}
@@ -118,7 +111,7 @@ def _short(value_json: str) -> str:
     return str(value)
 
 
-def by_configuration(runs: list[Run], defaults: dict[str, Any] | None = None) -> dict[str, list[Run]]:
+def by_configuration(runs: list[Run], defaults: References | None = None) -> dict[str, list[Run]]:
     """The runs grouped into configurations (their seeds), each named by what sets it apart."""
     groups: dict[tuple, dict[Any, Run]] = defaultdict(dict)
     for run in sorted(runs, key=lambda r: r.finished):  # one run per seed: the latest of a seed counts
@@ -127,7 +120,7 @@ def by_configuration(runs: list[Run], defaults: dict[str, Any] | None = None) ->
     return {names[config]: list(seeds.values()) for config, seeds in groups.items()}
 
 
-def table_rows(runs: list[Run], defaults: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def table_rows(runs: list[Run], defaults: References | None = None) -> list[dict[str, Any]]:
     """One row per configuration and method, with the accuracy statistics over its seeds."""
     rows = []
     for name, seeds in by_configuration(runs, defaults).items():
@@ -169,7 +162,7 @@ def table_rows(runs: list[Run], defaults: dict[str, Any] | None = None) -> list[
     return rows
 
 
-def timing_rows(runs: list[Run], defaults: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def timing_rows(runs: list[Run], defaults: References | None = None) -> list[dict[str, Any]]:
     """Mean seconds per step (summed over rounds) per configuration, over the runs that recorded them."""
     rows = []
     for name, seeds in by_configuration(runs, defaults).items():
@@ -193,12 +186,12 @@ def timing_rows(runs: list[Run], defaults: dict[str, Any] | None = None) -> list
 SUITE_PREFIXES = ("data.", "victim.", "victim_api.")
 
 
-def suite_rows(runs: list[Run], defaults: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def suite_rows(runs: list[Run], defaults: References | None = None) -> list[dict[str, Any]]:
     """IDEAL's final student per method settings x (data set, victim, budget): how settings chosen on
     one victim hold on the others. Settings are named by what they change from the defaults,
     the data set and victim left out."""
     cells: dict[tuple, dict[Any, Run]] = defaultdict(dict)
-    named_against = references(defaults)
+    named_against = defaults
     # A run that predates a parameter ran with what is now its default.
     assumed = {
         k: json.dumps(v)

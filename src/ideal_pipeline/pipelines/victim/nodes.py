@@ -15,6 +15,7 @@ from ideal_pipeline.compute import CPU, resolve_compute
 from ideal_pipeline.models.classifiers import build_classifier
 from ideal_pipeline.models.training import predict, train_classifier
 from ideal_pipeline.parameter_schema import ComputeParams, VictimApiParams, VictimParams
+from ideal_pipeline.progress import duration_left
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class EpochLog:
         if done > before:
             elapsed = time.perf_counter() - self.started
             left = elapsed / self.seen * (self.total - self.seen)
-            logger.info("victim epoch %d/%d (%.0f s, %.0f min left)", done, self.epochs, elapsed, left / 60)
+            logger.info("victim epoch %d/%d | %.0f s | %s", done, self.epochs, elapsed, duration_left(left))
 
 
 def train_victim_teacher(
