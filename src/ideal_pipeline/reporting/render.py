@@ -7,7 +7,14 @@ import math
 from pathlib import Path
 
 from ideal_pipeline.reporting.runs import Run
-from ideal_pipeline.reporting.statistics import IDEAL_ROWS, References, suite_rows, table_rows, timing_rows
+from ideal_pipeline.reporting.statistics import (
+    IDEAL_ROWS,
+    References,
+    suite_rows,
+    suite_scores,
+    table_rows,
+    timing_rows,
+)
 
 
 def _percent(value: float) -> str:
@@ -59,6 +66,18 @@ def write_markdown(
             "",
             "Method settings (named by what they change from the defaults) against each data set and victim:",
             "settings are chosen on the mean validation accuracy over the suite, never on one victim.",
+            "",
+            "| settings | queries | cells | fewest seeds | suite validation (mean) | suite test (mean) "
+            + "| worst cell (validation) | rarest class share (min) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {s['settings']} | {s['queries']:,} | {s['cells']} | {s['fewest_seeds']} | "
+            f"{_percent(s['validation_mean'])} | {_percent(s['test_mean'])} | {s['worst_cell']} "
+            f"({_percent(s['worst_validation'])}) | {_percent(s['smallest_class_share_min'])} |"
+            for s in suite_scores(suite)
+        ]
+        lines += [
             "",
             "| settings | data | victim | queries | seeds | test accuracy | validation | rarest class share (min) | teacher |",
             "|---|---|---|---|---|---|---|---|---|",

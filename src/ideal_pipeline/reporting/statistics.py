@@ -231,3 +231,29 @@ def suite_rows(runs: list[Run], defaults: References | None = None) -> list[dict
             }
         )
     return sorted(rows, key=lambda r: (r["settings"], str(r["dataset"]), str(r["victim"]), -r["queries"]))
+
+
+def suite_scores(suite: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One score per method settings and budget: the mean validation accuracy over the suite's cells
+    (data set x victim) it ran on, the number defaults are chosen by, beside its worst cell and
+    rarest class. Settings that ran on more cells come first: a score over one victim says little."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for row in suite:
+        groups[(row["settings"], row["queries"])].append(row)
+    scores = []
+    for (settings, queries), rows in groups.items():
+        worst = min(rows, key=lambda r: r["validation_mean"])
+        scores.append(
+            {
+                "settings": settings,
+                "queries": queries,
+                "cells": len(rows),
+                "fewest_seeds": min(r["seeds"] for r in rows),
+                "validation_mean": statistics.fmean(r["validation_mean"] for r in rows),
+                "test_mean": statistics.fmean(r["test_mean"] for r in rows),
+                "worst_cell": f"{worst['dataset']} / {worst['victim']}",
+                "worst_validation": worst["validation_mean"],
+                "smallest_class_share_min": min(r["smallest_class_share_min"] for r in rows),
+            }
+        )
+    return sorted(scores, key=lambda s: (-s["cells"], -s["queries"], -s["validation_mean"]))
