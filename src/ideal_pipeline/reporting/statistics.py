@@ -70,11 +70,10 @@ def describe(configs: list[tuple], defaults: References | None = None) -> dict[t
     as_dicts = {c: dict(c) for c in configs}
     keys = sorted({k for d in as_dicts.values() for k in d})
     varying = [k for k in keys if len({x.get(k) for x in as_dicts.values()}) > 1]
-    named_against = defaults
     # Parameters compared against a reference; the resolved compute is named only where it varies.
     pinned = {
         label: {k: json.dumps(v) for k, v in flat.items() if k not in RESOLVED}
-        for label, flat in (named_against or {}).items()
+        for label, flat in (defaults or {}).items()
     }
 
     def shown(d: dict[str, str], with_missing: bool, reference: dict[str, str]) -> list[str]:
@@ -88,7 +87,7 @@ def describe(configs: list[tuple], defaults: References | None = None) -> dict[t
         ]
 
     def name(d: dict[str, str], with_missing: bool) -> str:
-        if named_against is None:
+        if defaults is None:
             return ", ".join(f"{k}={_short(d.get(k, 'null'))}" for k in varying) or BASE_REFERENCE
         # The closest reference; conf/base's where several are as close (min keeps the first).
         label, changed = min(
@@ -191,11 +190,10 @@ def suite_rows(runs: list[Run], defaults: References | None = None) -> list[dict
     one victim hold on the others. Settings are named by what they change from the defaults,
     the data set and victim left out."""
     cells: dict[tuple, dict[Any, Run]] = defaultdict(dict)
-    named_against = defaults
     # A run that predates a parameter ran with what is now its default.
     assumed = {
         k: json.dumps(v)
-        for k, v in (named_against or {}).get(BASE_REFERENCE, {}).items()
+        for k, v in (defaults or {}).get(BASE_REFERENCE, {}).items()
         if k not in NOT_CONFIGURATION and k not in RESOLVED and not k.startswith(SUITE_PREFIXES)
     }
     for run in sorted(runs, key=lambda r: r.finished):
@@ -204,10 +202,10 @@ def suite_rows(runs: list[Run], defaults: References | None = None) -> list[dict
         cell = (method, run.params.get("data.source"), run.params.get("victim.architecture"))
         cells[cell + (run.metrics.get("queries_used"),)][run.params.get("ideal.seed")] = run
     kept = None
-    if named_against is not None:
+    if defaults is not None:
         kept = {
             label: {k: v for k, v in flat.items() if not k.startswith(SUITE_PREFIXES)}
-            for label, flat in named_against.items()
+            for label, flat in defaults.items()
         }
     names = describe(sorted({cell[0] for cell in cells}), kept)
     rows = []
