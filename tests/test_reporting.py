@@ -213,11 +213,19 @@ def test_configurations_are_named_by_what_they_change_from_the_defaults(tmp_path
     ]
     assert finals(None) == ["ideal.generator.g_steps=10", "ideal.generator.g_steps=20"]
     older = reporting.runs_from_dvc_json([{"rev": "b" * 40, "experiments": [experiment("older", 3, 0.5)]}])
-    del older[0].params["ideal.generator.g_steps"]  # a run that predates the parameter: not named by it ...
+    del older[0].params["ideal.generator.g_steps"]  # a run that predates the parameter ran at its default
     assert finals({"ideal.rounds": 20, "ideal.generator.g_steps": 10}, runs + older) == [
         "defaults",
         "ideal.generator.g_steps=20",
-        "ideal.generator.g_steps=None",  # ... unless two configurations would share a name
+    ]
+    rows = reporting.table_rows(runs + older, {"defaults": {"ideal.rounds": 20, "ideal.generator.g_steps": 10}})
+    joined = next(r for r in rows if r["configuration"] == "defaults" and r["row"] == "IDEAL, final student")
+    assert joined["seed_list"] == "0 3"
+    gone = replace(older[0], params={**older[0].params, "ideal.removed_knob": 1})  # a parameter the project dropped
+    assert finals({"ideal.rounds": 20, "ideal.generator.g_steps": 10}, runs + [gone]) == [
+        "defaults",
+        "ideal.generator.g_steps=20",
+        "ideal.removed_knob=1",
     ]
     assert finals({"ideal.rounds": 20, "ideal.generator.g_steps": 20}, older + runs[-1:]) == [
         "defaults",

@@ -51,8 +51,10 @@ def summarize(values: list[float]) -> dict[str, float]:
     return {"n": n, "mean": mean, "std": std, "ci_low": max(0.0, mean - half), "ci_high": min(1.0, mean + half)}
 
 
-def configuration(run: Run) -> tuple:
-    return tuple(sorted((k, json.dumps(v)) for k, v in run.params.items() if k not in NOT_CONFIGURATION))
+def configuration(run: Run, assumed: dict[str, str] | None = None) -> tuple:
+    """The run's parameters that make a configuration; one the run predates takes its `assumed` value."""
+    own = {k: json.dumps(v) for k, v in run.params.items() if k not in NOT_CONFIGURATION}
+    return tuple(sorted({**(assumed or {}), **own}.items()))
 
 
 # The name of conf/base's parameters among the references configurations are named against.
@@ -110,11 +112,22 @@ def _short(value_json: str) -> str:
     return str(value)
 
 
+def predated_values(defaults: References | None) -> dict[str, str]:
+    """What a run that predates a parameter ran with: its default in conf/base, since a parameter
+    joins the project with the default that keeps the code's behaviour (docs/architecture.md)."""
+    return {
+        k: json.dumps(v)
+        for k, v in (defaults or {}).get(BASE_REFERENCE, {}).items()
+        if k not in NOT_CONFIGURATION and k not in RESOLVED
+    }
+
+
 def by_configuration(runs: list[Run], defaults: References | None = None) -> dict[str, list[Run]]:
     """The runs grouped into configurations (their seeds), each named by what sets it apart."""
     groups: dict[tuple, dict[Any, Run]] = defaultdict(dict)
+    assumed = predated_values(defaults)
     for run in sorted(runs, key=lambda r: r.finished):  # one run per seed: the latest of a seed counts
-        groups[configuration(run)][run.params.get("ideal.seed")] = run
+        groups[configuration(run, assumed)][run.params.get("ideal.seed")] = run
     names = describe(list(groups), defaults)
     return {names[config]: list(seeds.values()) for config, seeds in groups.items()}
 
@@ -190,15 +203,9 @@ def suite_rows(runs: list[Run], defaults: References | None = None) -> list[dict
     one victim hold on the others. Settings are named by what they change from the defaults,
     the data set and victim left out."""
     cells: dict[tuple, dict[Any, Run]] = defaultdict(dict)
-    # A run that predates a parameter ran with what is now its default.
-    assumed = {
-        k: json.dumps(v)
-        for k, v in (defaults or {}).get(BASE_REFERENCE, {}).items()
-        if k not in NOT_CONFIGURATION and k not in RESOLVED and not k.startswith(SUITE_PREFIXES)
-    }
+    assumed = predated_values(defaults)
     for run in sorted(runs, key=lambda r: r.finished):
-        settings = {**assumed, **{k: v for k, v in configuration(run) if not k.startswith(SUITE_PREFIXES)}}
-        method = tuple(sorted(settings.items()))
+        method = tuple((k, v) for k, v in configuration(run, assumed) if not k.startswith(SUITE_PREFIXES))
         cell = (method, run.params.get("data.source"), run.params.get("victim.architecture"))
         cells[cell + (run.metrics.get("queries_used"),)][run.params.get("ideal.seed")] = run
     kept = None
