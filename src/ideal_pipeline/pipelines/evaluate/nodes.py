@@ -92,7 +92,7 @@ def plot_accuracy_curve(accuracy_vs_queries: pd.DataFrame, metrics: dict[str, An
         xlabel="teacher queries", ylabel="accuracy (%)", title="IDEAL: student accuracy against queries", ylim=(0, 100)
     )
     axes.grid(alpha=0.3)
-    axes.legend(loc="lower right")
+    axes.legend(loc="best")  # low curves (CIFAR-10) would hide under a fixed lower-right legend
     figure.tight_layout()
     return figure
 
