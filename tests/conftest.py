@@ -18,6 +18,7 @@ COPIED = [
     ".telemetry",
     "dvc.yaml",
     ".dvc/config",
+    ".dvc/.gitignore",  # as in a clone: DVC's own files are ignored, which `git add` in a sweep trial meets
     ".dvcignore",
     ".gitignore",
     "notebooks",

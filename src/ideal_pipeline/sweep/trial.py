@@ -187,8 +187,10 @@ def _attempt(trial: Trial, ctx: SweepContext, paths: TrialPaths) -> dict[str, An
     # such as an absent data set's `.dvc` file are left alone) with what git would commit of it: the metrics
     # DVC keeps in git, and dvc.lock, named when git does not track it yet. No check that the run used
     # conf/base's parameters (`dvc_stages --commit`): a fresh clone without KEDRO_ENV has no others.
-    # This workspace's own DVC settings and scratch stay out (a repository whose .dvc/.gitignore is missing).
-    ws.git("add", "--all", "--", ".", ":(exclude).dvc/config.local", ":(exclude).dvc/tmp", cwd=workspace)
+    # This workspace's own DVC settings and scratch stay out. Not as excluded pathspecs: git refuses to add
+    # when a pathspec names an ignored file, and DVC's own .dvc/.gitignore ignores both.
+    ws.git("add", "--all", "--", ".", cwd=workspace)
+    ws.git("rm", "--cached", "-r", "-q", "--ignore-unmatch", "--", ".dvc/config.local", ".dvc/tmp", cwd=workspace)
     save = [python, "-m", "dvc", "exp", "save", "--force", "-n", trial.name, "dvc.yaml"]
     if not ws.git("ls-files", "dvc.lock", cwd=workspace):
         save += ["--include-untracked", "dvc.lock"]
