@@ -121,9 +121,11 @@ def test_a_round_with_candidates_buys_b_of_them_and_the_kept_batch_comes_out_as_
     chosen, log, images = rounds[3]
     selected = chosen["selected"]
     assert len(chosen["noise"]) == 60 and "selected" not in plain
+    assert len(torch.unique(chosen["noise"], dim=0)) == 60  # fresh noise, not the kept batch's again
     assert len(selected) == 20 and len(set(selected.tolist())) == 20 and int(selected.max()) < 60
     assert len(images) == 40  # B images and their mirrors: the only ones sent
     assert torch.equal(images[20:], images[:20].flip(-1))
+    assert len(torch.unique(images[:20], dim=0)) == 20  # no image bought twice in one round
     from_kept_batch = selected < 20  # these are the images the generator was trained on, unchanged
     assert from_kept_batch.any() and not from_kept_batch.all()
     assert torch.equal(images[:20][from_kept_batch], plain_images[selected[from_kept_batch]])

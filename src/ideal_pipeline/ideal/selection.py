@@ -8,6 +8,7 @@ out (the filtering of QEDG and CaBaGE). Only the chosen images are sent; the led
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,16 +16,19 @@ from torch import nn
 from ideal_pipeline.compute import Compute
 from ideal_pipeline.models.images import to_float
 
-# Candidate noise comes from its own stream: a round's seed plus this never equals another round's seed.
-CANDIDATE_STREAM = 2**32
+# Candidate noise comes from a stream of its own, numpy's SeedSequence of (this tag, the round's seed).
+# Not torch's CPU generator at an offset seed: it keeps a seed's low 32 bits only, so `seed + 2**32`
+# replayed the kept batch's own noise and every round bought each of its images twice.
+CANDIDATE_STREAM = 0x1DEA1
 SCORING_BATCH = 1000
 
 
 def candidate_noise(kept_noise: torch.Tensor, candidates: int, seed: int) -> torch.Tensor:
     """The kept batch's noise, then (candidates - 1) batches of fresh noise: (candidates * B, nz)."""
-    rng = torch.Generator().manual_seed(seed + CANDIDATE_STREAM)
-    extra = torch.randn((candidates - 1) * len(kept_noise), kept_noise.shape[1], generator=rng)
-    return torch.cat([kept_noise, extra])
+    rng = np.random.default_rng([CANDIDATE_STREAM, seed])
+    shape = ((candidates - 1) * len(kept_noise), kept_noise.shape[1])
+    extra = torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
+    return torch.cat([kept_noise, extra.to(kept_noise.dtype)])
 
 
 def least_sure_by_class(probabilities: torch.Tensor, count: int) -> torch.Tensor:
