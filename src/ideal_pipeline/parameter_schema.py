@@ -133,6 +133,7 @@ class DistillParams(Section):
     logit_adjustment: NonNegativeFloat
     final_lr_fraction: Annotated[float, Field(gt=0, le=1)]
     weight_average: Annotated[float, Field(gt=0, lt=1)] | None
+    consistency_weight: NonNegativeFloat
 
 
 class TeacherConnectionParams(Section):

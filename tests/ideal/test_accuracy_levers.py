@@ -1,17 +1,20 @@
 """Accuracy levers: early stop by hit rate, momentum kept across rounds, logit adjustment,
-the learning rate falling over the rounds, a moving average of the student's weights, a victim
-family without BatchNorm."""
+the learning rate falling over the rounds, a moving average of the student's weights, consistency on
+unlabelled views of the paid images, a victim family without BatchNorm."""
 
 import itertools
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ideal_pipeline.compute import CPU
 from ideal_pipeline.ideal.distillation import distill, round_learning_rate
 from ideal_pipeline.ideal.generation import train_generator
 from ideal_pipeline.models.classifiers import LeNet, build_classifier
+from ideal_pipeline.models.images import apply_crop_flip, draw_crop_flip, to_float
 from ideal_pipeline.models.students import AVERAGE_PREFIX, load_student, state_to_tensors
+from ideal_pipeline.models.training import consistency
 from ideal_pipeline.rounds.nodes import distill_student
 from tests.conftest import plain_distill, settings
 
@@ -159,3 +162,32 @@ def test_a_round_keeps_the_average_beside_the_student_only_when_asked_to():
         )  # fmt: skip
         kept[decay] = {k for k in state if k.startswith(AVERAGE_PREFIX)}
     assert kept[None] == set() and kept[0.9] == {AVERAGE_PREFIX + k for k in start}
+
+
+def test_the_consistency_term_is_zero_on_agreement_and_moves_only_the_views_prediction():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]], requires_grad=True)
+    assert abs(consistency(logits, logits.detach().clone()).item()) < 1e-6
+    view_logits = torch.tensor([[0.0, 2.0, -1.0], [0.5, 0.5, 3.0]], requires_grad=True)
+    loss = consistency(logits, view_logits)
+    loss.backward()
+    assert loss.item() > 0
+    assert logits.grad is None  # the image's own prediction is the target, not something learned from
+    assert view_logits.grad[0].abs().sum() > 0.1 and view_logits.grad[1].abs().sum() < 1e-6  # row 1 agrees
+
+
+def test_distillation_with_consistency_makes_the_student_agree_with_itself_on_views_nobody_paid_for():
+    rng = torch.Generator().manual_seed(0)
+    templates = F.interpolate(torch.rand(10, 1, 7, 7, generator=rng), size=28, mode="bilinear")
+    labels = torch.arange(10).repeat(6)
+    noisy = templates[labels] + 0.1 * torch.rand(60, 1, 28, 28, generator=rng)
+    images = (noisy.clamp(0, 1) * 255).to(torch.uint8)
+    views = apply_crop_flip(images, draw_crop_flip(len(images), 4, torch.Generator().manual_seed(9)))
+    disagreement = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        student = LeNet()
+        distill(student, images, labels, plain_distill(batch_size=20, epochs=5, consistency_weight=weight), 1, CPU)
+        with torch.no_grad():
+            student.eval()
+            disagreement[weight] = consistency(student(to_float(images)), student(to_float(views))).item()
+    assert disagreement[1.0] < 0.75 * disagreement[0.0]

@@ -1,6 +1,7 @@
 """IDEAL stage 2, distillation on teacher-labelled synthetic samples (no queries here).
 
-No flips or crops: a transformed image is a new image whose label was never paid for.
+No flips or crops with a label: a transformed image is a new image whose label was never paid for.
+`consistency_weight` uses such copies without labels, as the student's own prediction to agree with.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -15,6 +17,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ideal_pipeline.compute import Compute
 from ideal_pipeline.models.training import LoopOptions, passes, train
 from ideal_pipeline.parameter_schema import DistillParams
+
+# The consistency views' crops and flips: a stream of their own, numpy's SeedSequence of (this tag, the
+# call's seed), apart from the batch order's generator (torch's keeps a seed's low 32 bits only).
+VIEW_STREAM = 0xC0251
 
 
 def round_learning_rate(settings: DistillParams, round_index: int, rounds: int) -> float:
@@ -64,6 +70,8 @@ def distill(
         batch_size=settings.batch_size,
         steps=passes(len(images), settings.batch_size, settings.epochs, settings.min_steps),
         logit_adjustment=_logit_adjustment(labels, student, settings.logit_adjustment, compute.device),
+        consistency_weight=settings.consistency_weight,
+        consistency_seed=int(np.random.SeedSequence([VIEW_STREAM, seed]).generate_state(1)[0]),
     )
     rng = torch.Generator().manual_seed(seed)
     averaged = _moving_average(student, average, settings.weight_average, compute.device)

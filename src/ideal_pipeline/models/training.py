@@ -34,6 +34,11 @@ class LoopOptions:
     channels_last: bool = False
     # tau * log(class frequency) added to the logits while training (logit adjustment), or 0.
     logit_adjustment: torch.Tensor | float = 0.0
+    # Weight of a consistency term (0: none): the model's prediction on a random crop + flip of each
+    # image (drawn from this seed's generator) is pulled towards its own prediction on the image.
+    # No label is used for the copy, so the attacker may use it: nothing is guessed, nothing is paid.
+    consistency_weight: float = 0.0
+    consistency_seed: int = 0
 
 
 def passes(count: int, batch_size: int, epochs: int, min_steps: int = 0) -> int:
@@ -60,6 +65,7 @@ def train(
     if options.channels_last:
         model.to(memory_format=torch.channels_last)
     augment_rng = None if options.augment_seed is None else torch.Generator().manual_seed(options.augment_seed)
+    view_rng = torch.Generator().manual_seed(options.consistency_seed) if options.consistency_weight else None
     padding = crop_padding("auto", images.shape[-1])
     images, labels = images.to(device), labels.to(device)
     pass_losses, steps_left = [], options.steps
@@ -74,13 +80,20 @@ def train(
             if augment_rng is not None:  # on the uint8 batch: a quarter of the bytes of the float one
                 batch = apply_crop_flip(batch, draw_crop_flip(len(index), padding, augment_rng).to(device))
             inputs = to_float(batch)
+            if view_rng is not None:  # one forward pass over the images and their views
+                views = apply_crop_flip(batch, draw_crop_flip(len(index), padding, view_rng).to(device))
+                inputs = torch.cat([inputs, to_float(views)])
             if options.channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             with compute.autocast():
                 logits = model(inputs)
+                if view_rng is not None:
+                    logits, view_logits = logits.split(len(index))
                 if isinstance(options.logit_adjustment, torch.Tensor):
                     logits = logits + options.logit_adjustment
                 loss = F.cross_entropy(logits, labels[index], label_smoothing=options.label_smoothing)
+                if view_rng is not None:
+                    loss = loss + options.consistency_weight * consistency(logits, view_logits)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -93,6 +106,12 @@ def train(
     if options.channels_last:
         model.to(memory_format=torch.contiguous_format)
     return pass_losses
+
+
+def consistency(logits: torch.Tensor, view_logits: torch.Tensor) -> torch.Tensor:
+    """KL(p(image) || p(view)), mean over the batch, with p(image) held fixed (the target, not learned from)."""
+    target = F.softmax(logits.detach().float(), 1)
+    return F.kl_div(F.log_softmax(view_logits.float(), 1), target, reduction="batchmean")
 
 
 @torch.no_grad()
