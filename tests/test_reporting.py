@@ -304,6 +304,16 @@ def test_runs_whose_auto_precision_resolved_differently_are_two_configurations()
     assert {(r["configuration"], r["compute"]) for r in alone} == {("defaults", "? bf16")}
 
 
+def test_runs_of_one_configuration_on_two_processors_are_not_seeds_of_one():
+    amd, intel, unrecorded = experiment("amd", 0, 0.70), experiment("intel", 1, 0.76), experiment("old", 2, 0.74)
+    for run, processor in ((amd, "AMD EPYC"), (intel, "Intel Xeon")):
+        run["revs"][0]["data"]["metrics"][reporting.METRICS]["data"]["processor"] = processor
+    runs = reporting.runs_from_dvc_json([{"rev": "e" * 40, "experiments": [amd, intel, unrecorded]}])
+    finals = [r for r in reporting.table_rows(runs, {"defaults": {}}) if r["row"] == "IDEAL, final student"]
+    assert sorted(r["seeds"] for r in finals) == [1, 1, 1]
+    assert sorted(r["compute"] for r in finals) == ["? ?", "? ?, AMD EPYC", "? ?, Intel Xeon"]
+
+
 def test_the_suite_table_compares_one_setting_across_data_sets_and_victims(tmp_path):
     def run(seed, accuracy, data="fashion_mnist_idx", victim="convnet", g_steps=20):
         params = {"ideal.seed": seed, "ideal.generator.g_steps": g_steps, "data.source": data}

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ideal_pipeline.compute import resolve_compute
+from ideal_pipeline.compute import resolve_compute, signature
 from ideal_pipeline.config import parameters_from_conf
 from ideal_pipeline.parameter_schema import ParameterError
 from ideal_pipeline.run_lock import RunLock, RunLocked
@@ -52,6 +52,7 @@ def test_queries_used_is_rounds_times_samples_per_round(ran_project):
     auto = {"device": "cpu", "num_threads": 0, "precision": "auto"}
     expected = "bf16" if resolve_compute(auto).precision == torch.bfloat16 else "fp32"
     assert (metrics["device"], metrics["precision"]) == ("cpu", expected)
+    assert metrics["processor"] == signature(resolve_compute(auto))["processor"] != ""
 
 
 def test_each_round_labels_its_own_new_samples_exactly_once(ran_project):

@@ -17,9 +17,9 @@ METRICS = "data/08_reporting/evaluate/metrics.json"
 BASELINE_METRICS = "data/08_reporting/baselines_metrics.json"
 TIMING = "data/08_reporting/timing"
 RECORD = Path("benchmarks/results/runs.json")
-# Parameters whose value the run resolves (`auto` in the defaults): metrics.json's names, `compute.<key>`
-# among the parameters.
-RESOLVED_KEYS = ("device", "precision")
+# What the run resolved on its machine, metrics.json's names, `compute.<key>` among the parameters: the
+# device and precision `auto` chose, and the processor (the same parameters give other figures on another).
+RESOLVED_KEYS = ("device", "precision", "processor")
 RESOLVED = tuple(f"compute.{key}" for key in RESOLVED_KEYS)
 
 
@@ -35,7 +35,7 @@ class Run:
 
 def resolved_compute(params: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
     """`compute.device` / `compute.precision` as the run resolved them ("auto" means different
-    arithmetic on different machines), where its metrics say so."""
+    arithmetic on different machines) and `compute.processor`, where its metrics say so."""
     resolved = {f"compute.{key}": metrics[key] for key in RESOLVED_KEYS if key in metrics}
     return {**params, **resolved}
 

@@ -122,6 +122,13 @@ def predated_values(defaults: References | None) -> dict[str, str]:
     }
 
 
+def compute_label(params: dict[str, Any]) -> str:
+    """ "cpu bf16, AMD EPYC": what a run's `auto` resolved to and its processor (left out where unrecorded)."""
+    device, precision, processor = (params.get(key) for key in RESOLVED)
+    label = f"{device or '?'} {precision or '?'}"
+    return f"{label}, {processor}" if processor else label
+
+
 def by_configuration(runs: list[Run], defaults: References | None = None) -> dict[str, list[Run]]:
     """The runs grouped into configurations (their seeds), each named by what sets it apart."""
     groups: dict[tuple, dict[Any, Run]] = defaultdict(dict)
@@ -168,7 +175,7 @@ def table_rows(runs: list[Run], defaults: References | None = None) -> list[dict
                     "teacher_accuracy_mean": statistics.fmean(r.metrics["teacher_accuracy"] for r, _ in counted),
                     "reference_code_queries": seeds[0].metrics["reference_code_queries"],
                     "dataset": seeds[0].params.get("data.source"),
-                    "compute": " ".join(str(seeds[0].params.get(k, "?")) for k in RESOLVED),
+                    "compute": compute_label(seeds[0].params),
                 }
             )
     return rows

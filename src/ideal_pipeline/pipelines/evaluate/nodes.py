@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from ideal_pipeline.compute import resolve_compute
+from ideal_pipeline.compute import resolve_compute, signature
 from ideal_pipeline.datasets.labelled_pool_dataset import LabelledPool
 from ideal_pipeline.models.students import load_student
 from ideal_pipeline.models.training import predict
@@ -59,6 +59,9 @@ def summarize_metrics(
         # parameters train in bf16 on a CPU with AMX or AVX512-BF16 and in fp32 on one without.
         "device": device.type,
         "precision": "bf16" if resolved.precision == torch.bfloat16 else "fp32",
+        # The same parameters and seed reach other accuracies on other processors (GEMM blocking
+        # differs): runs of two machines are not seeds of one configuration.
+        "processor": signature(resolved)["processor"],
     }
     logger.info(
         "student %.2f%% (last %d rounds %.2f%%, re-distilled %.2f%%), validation %.2f%%, teacher %.2f%%, %d queries",
