@@ -27,7 +27,7 @@ def write_markdown(
     naming = (
         "Configurations are named by the parameters they change from the project's defaults (conf/base;"
         " `defaults` when none) or, closer to a Kedro environment's, from that environment's (`env cifar10`);"
-        " compute: the device and precision `auto` resolved to, and the processor (? where a run predates its record)."
+        " compute: the device and precision `auto` resolved to, and the processor (not for runs older than its record)."
         if from_defaults
         else "Configurations are named by the parameters that set them apart."
     )
