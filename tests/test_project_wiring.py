@@ -45,3 +45,17 @@ def test_kedro_viz_draws_the_default_pipeline_without_the_large_graph_prompt(mon
         edges |= {(here, top_level(o, namespaced)) for o in node.outputs if top_level(o, namespaced) != here}
     assert len(shown) + 1.5 * len(edges) < KEDRO_VIZ_LARGE_GRAPH, (len(shown), len(edges))
     assert {"data", "victim", "ideal", "redistill", "evaluate"} <= namespaced
+
+
+def test_parameters_load_from_many_threads_at_once():
+    # A sweep worker reads its trials' parameters in threads; Kedro's loader registers its `globals`
+    # resolver process-wide while it is built, and unguarded this failed on the first batch.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ideal_pipeline.config import BASE_ENV, parameters_from_conf
+
+    alone = parameters_from_conf(REPO, BASE_ENV)
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda _: parameters_from_conf(REPO, BASE_ENV), range(64)))
+    assert together == [alone] * 64
+    assert alone["victim_api"]["published_model_path"].endswith("victim_teacher.safetensors")  # `globals` resolved

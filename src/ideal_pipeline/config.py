@@ -9,6 +9,7 @@ paths as `${data_root:}/06_models/...`; raw data (`data/01_raw`) is shared by ev
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +47,21 @@ LOADER_ARGS = {
 }
 
 
+# Kedro's loader registers its `globals` resolver process-wide while it is being built, so two loaders
+# built at once in one process (a sweep worker runs its trials in threads) can resolve `${globals:...}`
+# through the other, half-built one: one loader at a time, from construction to resolved parameters.
+_ONE_LOADER_AT_A_TIME = threading.Lock()
+
+
 def parameters_from_conf(project_path: Path | None = None, env: str | None = None) -> dict[str, Any]:
     """The parameters as `kedro run --env ENV` reads them (`base` alone: only conf/base)."""
-    loader = ProjectConfigLoader(
-        conf_source=str((project_path or Path.cwd()) / "conf"), env=env or os.environ.get("KEDRO_ENV"), **LOADER_ARGS
-    )
-    return loader["parameters"]
+    with _ONE_LOADER_AT_A_TIME:
+        loader = ProjectConfigLoader(
+            conf_source=str((project_path or Path.cwd()) / "conf"),
+            env=env or os.environ.get("KEDRO_ENV"),
+            **LOADER_ARGS,
+        )
+        return loader["parameters"]
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
