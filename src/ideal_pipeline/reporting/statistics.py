@@ -123,7 +123,7 @@ def predated_values(defaults: References | None) -> dict[str, str]:
 
 
 def compute_label(params: dict[str, Any]) -> str:
-    """ "cpu bf16, AMD EPYC": what a run's `auto` resolved to and its processor (left out where unrecorded)."""
+    """What a run's `auto` resolved to and its processor (left out where unrecorded): "cpu bf16, AMD EPYC"."""
     device, precision, processor = (params.get(key) for key in RESOLVED)
     label = f"{device or '?'} {precision or '?'}"
     return f"{label}, {processor}" if processor else label
