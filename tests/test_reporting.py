@@ -258,6 +258,16 @@ def test_configurations_are_named_by_what_they_change_from_the_defaults(tmp_path
     assert "| defaults | IDEAL, final student | 10,000 | 1 |" in out["md"].read_text()
 
 
+def test_a_run_that_predates_a_parameter_whose_default_changed_ran_with_the_value_it_joined_with():
+    runs = reporting.runs_from_dvc_json(EXP_SHOW)
+    older, newer = runs[0], replace(runs[1], params={**runs[1].params, "ideal.generator.candidates": 4})
+    assert "ideal.generator.candidates" not in older.params
+    base = {"ideal.rounds": 20, "ideal.generator.g_steps": 20, "ideal.generator.candidates": 4}
+    rows = reporting.table_rows([older, newer], {"defaults": base})
+    finals = {r["configuration"]: r["seed_list"] for r in rows if r["row"] == "IDEAL, final student"}
+    assert finals == {"defaults": str(newer.params["ideal.seed"]), "ideal.generator.candidates=1": "0"}
+
+
 def test_configurations_closer_to_a_kedro_environment_are_named_by_it(tmp_path):
     runs = reporting.runs_from_dvc_json(EXP_SHOW)  # g_steps 20 (3 seeds) and 10 (1 seed), 20 rounds
     conf = tmp_path / "conf"

@@ -112,13 +112,20 @@ def _short(value_json: str) -> str:
     return str(value)
 
 
+# Parameters whose conf/base default changed after they joined the project, with the value they
+# joined with: a run that predates one of them ran with that value, not with today's default.
+JOINED_WITH = {
+    "ideal.generator.candidates": 1,
+}
+
+
 def predated_values(defaults: References | None) -> dict[str, str]:
-    """What a run that predates a parameter ran with: its default in conf/base, since a parameter
+    """What a run that predates a parameter ran with: the value the parameter joined with, which is
+    its default in conf/base unless `JOINED_WITH` says the default changed since, because a parameter
     joins the project with the default that keeps the code's behaviour (docs/architecture.md)."""
+    base = (defaults or {}).get(BASE_REFERENCE, {})
     return {
-        k: json.dumps(v)
-        for k, v in (defaults or {}).get(BASE_REFERENCE, {}).items()
-        if k not in NOT_CONFIGURATION and k not in RESOLVED
+        k: json.dumps(JOINED_WITH.get(k, v)) for k, v in base.items() if k not in NOT_CONFIGURATION and k not in RESOLVED
     }
 
 
