@@ -125,7 +125,9 @@ def predated_values(defaults: References | None) -> dict[str, str]:
     joins the project with the default that keeps the code's behaviour (docs/architecture.md)."""
     base = (defaults or {}).get(BASE_REFERENCE, {})
     return {
-        k: json.dumps(JOINED_WITH.get(k, v)) for k, v in base.items() if k not in NOT_CONFIGURATION and k not in RESOLVED
+        k: json.dumps(JOINED_WITH.get(k, v))
+        for k, v in base.items()
+        if k not in NOT_CONFIGURATION and k not in RESOLVED
     }
 
 
