@@ -111,6 +111,13 @@ def test_a_project_run_is_read_through_the_config_loader(ran_project):
     assert run.params["ideal.rounds"] == 2 and run.params["ideal.batch_size"] == 20  # conf/test over conf/base
     assert run.metrics["queries_used"] == 80
     assert "ideal" in run.timing and any(step.endswith("train_generator") for step in run.timing["ideal"])
+    whole = json.loads(
+        (ran_project / "data/envs/test" / reporting.TIMING.removeprefix("data/") / "kedro_run.json").read_text()
+    )
+    assert run.timing["kedro_run"] == {"wall clock of the whole run": whole["wall_seconds"]}
+    assert (
+        sum(sum(steps.values()) for stage, steps in run.timing.items() if stage != "kedro_run") <= whole["wall_seconds"]
+    )
     json.dumps(run.params)
 
 

@@ -17,6 +17,7 @@ METRICS = "data/08_reporting/evaluate/metrics.json"
 BASELINE_METRICS = "data/08_reporting/baselines_metrics.json"
 TIMING = "data/08_reporting/timing"
 RECORD = Path("benchmarks/results/runs.json")
+WHOLE_RUN, WALL = "kedro_run", "wall clock of the whole run"  # the timing table's stage and step for it
 # What the run resolved on its machine, metrics.json's names, `compute.<key>` among the parameters: the
 # device and precision `auto` chose, and the processor (the same parameters give other figures on another).
 RESOLVED_KEYS = ("device", "precision", "processor")
@@ -98,9 +99,13 @@ def run_from_project(project: Path, env: str | None = None) -> Run:
     if not metrics_path.is_file():
         raise FileNotFoundError(f"{metrics_path} is missing: did `kedro run` finish in {project}?")
     baselines = data / Path(BASELINE_METRICS).relative_to(DATA)
-    # kedro_run.json holds the whole run's wall, node and overhead seconds, not one stage's steps.
     timing_dir = data / Path(TIMING).relative_to(DATA)
-    timing = {p.stem: json.loads(p.read_text()) for p in timing_dir.glob("*.json") if p.stem != "kedro_run"}
+    timing = {p.stem: json.loads(p.read_text()) for p in timing_dir.glob("*.json") if p.stem != WHOLE_RUN}
+    # kedro_run.json holds the whole run's seconds, not one stage's steps: its wall clock becomes a row
+    # of its own. Only a project copy has it (git ignores it, so DVC experiments do not carry it).
+    whole_run = timing_dir / f"{WHOLE_RUN}.json"
+    if whole_run.is_file():
+        timing[WHOLE_RUN] = {WALL: json.loads(whole_run.read_text())["wall_seconds"]}
     metrics = json.loads(metrics_path.read_text())
     return Run(
         project.name,
