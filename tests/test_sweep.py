@@ -148,6 +148,10 @@ def test_a_sweep_survives_a_dead_worker_pays_nothing_twice_and_lands_in_dvc_and_
             assert f"retry: {name}, attempt 2" in output
         for name in set(names) - set(retried):
             assert attempts(workdir, name)[0]["worker"] != killed
+        # The trials share their data and victim parameters: those that start after one trained the victim
+        # restore it from DVC's run cache instead of training it again.
+        logs = [path.read_text() for path in (workdir / "logs").glob("*.log")]
+        assert any("Stage 'victim' is cached - skipping run" in text for text in logs), logs[-1][-3000:]
 
         # Nothing paid twice: the teacher billed each label the store holds once, no request was sent again
         # but the one each killed trial may have had in flight, and no reservation is left unsettled.
