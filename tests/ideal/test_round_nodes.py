@@ -107,6 +107,38 @@ def test_the_least_sure_images_are_chosen_with_each_predicted_class_in_turn():
         least_sure_by_class(probabilities, 7)
 
 
+def test_with_a_quota_each_class_first_gives_its_share_and_what_it_cannot_give_goes_to_the_turns():
+    from ideal_pipeline.ideal.selection import least_sure_by_class
+
+    probabilities = torch.tensor(
+        [[0.9, 0.1, 0.0], [0.6, 0.4, 0.0], [0.7, 0.3, 0.0], [0.5, 0.4, 0.1], [0.2, 0.8, 0.0], [0.1, 0.1, 0.8]]
+    )
+    # class 0 from least to most sure: rows 3, 1, 2, 0; class 1: row 4; class 2: row 5
+    assert least_sure_by_class(probabilities, 3, torch.tensor([3, 0, 0])).tolist() == [1, 2, 3]
+    # class 2 has one row: the image it cannot give goes to the turns, whose first is the least sure row
+    # left of any class (row 1 of class 0, at 0.6, before row 4 of class 1, at 0.8)
+    assert least_sure_by_class(probabilities, 3, torch.tensor([1, 0, 2])).tolist() == [1, 3, 5]
+    assert least_sure_by_class(probabilities, 4, torch.tensor([0, 0, 0])).tolist() == [1, 3, 4, 5]  # all in turns
+    with pytest.raises(ValueError, match="a quota of 5 images does not fit the 4 to choose"):
+        least_sure_by_class(probabilities, 4, torch.tensor([3, 1, 1]))
+
+
+def test_a_round_with_a_target_quota_asks_the_selection_for_what_its_targets_ask(monkeypatch):
+    from ideal_pipeline.ideal import selection
+
+    quotas = []
+    choose = selection.choose_images
+    monkeypatch.setattr(selection, "choose_images", lambda *args: quotas.append(args[4]) or choose(*args))
+    for quota in ("turns", "targets"):
+        params = tiny_params(candidates=3, candidate_quota=quota)
+        plan = {"method": "ideal", "budget_scope": "ideal/seed=0/run=test/", "planned_queries": 80}
+        student, summary = initialize_student(plan, API, params["student"], params["seed"])
+        args = (API, params["generator"], params["student"], params["batch_size"], params["seed"], COMPUTE)
+        artifact, _ = nodes.train_generator(student, summary, *args)
+    assert quotas[0] is None
+    assert torch.equal(quotas[1], torch.bincount(artifact["targets"], minlength=10)) and int(quotas[1].sum()) == 20
+
+
 def test_a_round_with_candidates_buys_b_of_them_and_the_kept_batch_comes_out_as_it_was_scored():
     plan = {"method": "ideal", "budget_scope": "ideal/seed=0/run=test/", "planned_queries": 80}
     rounds = {}

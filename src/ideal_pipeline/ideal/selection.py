@@ -3,7 +3,9 @@
 With `generator.candidates: k`, the round's kept generator makes k batches of B images (its own
 noise first, then fresh noise) and the round buys labels for B of them: those the student is
 least sure of, its predicted classes taking turns so that no class the student believes in is left
-out (the filtering of QEDG and CaBaGE). Only the chosen images are sent; the ledger counts them.
+out (the filtering of QEDG and CaBaGE); or, with `generator.candidate_quota: targets`, each class
+first as many as the round's targets ask of it (steered towards the classes the teacher gave least),
+the rest in turns. Only the chosen images are sent; the ledger counts them.
 """
 
 from __future__ import annotations
@@ -31,26 +33,47 @@ def candidate_noise(kept_noise: torch.Tensor, candidates: int, seed: int) -> tor
     return torch.cat([kept_noise, extra.to(kept_noise.dtype)])
 
 
-def least_sure_by_class(probabilities: torch.Tensor, count: int) -> torch.Tensor:
+def least_sure_by_class(probabilities: torch.Tensor, count: int, quota: torch.Tensor | None = None) -> torch.Tensor:
     """Indices (ascending) of `count` rows of (N, classes) probabilities: each predicted class in turn
-    gives its least confident row not yet taken; a class with no rows left drops out of the turns."""
+    gives its least confident row not yet taken; a class with no rows left drops out of the turns.
+
+    With `quota` (rows per class, summing to at most `count`), each predicted class first gives up to
+    its quota of least confident rows, and the rows a class could not give are chosen in turns as above.
+    """
     if count > len(probabilities):
         raise ValueError(f"cannot choose {count} images from {len(probabilities)} candidates")
     confidence, predicted = probabilities.max(1)
     order = torch.argsort(confidence, stable=True)  # least sure first
-    classes = F.one_hot(predicted[order], probabilities.shape[1])
-    rank_in_class = (classes.cumsum(0) * classes).sum(1) - 1
-    # Turn by turn (rank in its class), and within a turn the least sure first.
-    turn_order = torch.argsort(rank_in_class * len(order) + torch.arange(len(order)))
-    return order[turn_order[:count]].sort().values
+    if quota is None:
+        return _in_turns(order, predicted, probabilities.shape[1])[:count].sort().values
+    if int(quota.sum()) > count:
+        raise ValueError(f"a quota of {int(quota.sum())} images does not fit the {count} to choose")
+    within = _rank_in_class(order, predicted, probabilities.shape[1]) < quota[predicted[order]]
+    rest = _in_turns(order[~within], predicted, probabilities.shape[1])
+    return torch.cat([order[within], rest[: count - int(within.sum())]]).sort().values
+
+
+def _rank_in_class(order: torch.Tensor, predicted: torch.Tensor, classes: int) -> torch.Tensor:
+    """Each row of `order`'s rank among the rows of its predicted class, in `order`."""
+    one_hot = F.one_hot(predicted[order], classes)
+    return (one_hot.cumsum(0) * one_hot).sum(1) - 1
+
+
+def _in_turns(order: torch.Tensor, predicted: torch.Tensor, classes: int) -> torch.Tensor:
+    """`order` rearranged turn by turn (rank in its class), and within a turn in `order`."""
+    rank = _rank_in_class(order, predicted, classes)
+    return order[torch.argsort(rank * len(order) + torch.arange(len(order)))]
 
 
 @torch.no_grad()
-def choose_images(student: nn.Module, images: torch.Tensor, count: int, compute: Compute) -> torch.Tensor:
-    """Which `count` of the uint8 candidate images (N, C, H, W) to buy labels for, by the student's view."""
+def choose_images(
+    student: nn.Module, images: torch.Tensor, count: int, compute: Compute, quota: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Which `count` of the uint8 candidate images (N, C, H, W) to buy labels for, by the student's view
+    (`quota`: images per predicted class, see `least_sure_by_class`)."""
     student = student.to(compute.device).eval()
     probabilities = []
     for chunk in images.split(SCORING_BATCH):
         with compute.autocast():
             probabilities.append(student(to_float(chunk.to(compute.device))).float().softmax(1).cpu())
-    return least_sure_by_class(torch.cat(probabilities), count)
+    return least_sure_by_class(torch.cat(probabilities), count, quota)

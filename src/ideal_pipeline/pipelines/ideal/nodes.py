@@ -54,7 +54,10 @@ def train_generator(
         candidates = generation.generate_images(
             result.state_dict, noise, settings, size, channels, resolved, batch_size=len(targets)
         )
-        chosen = selection.choose_images(model, quantize(candidates), len(targets), resolved)
+        quota = None
+        if settings.candidate_quota == "targets":
+            quota = torch.bincount(targets, minlength=int(teacher_api["num_classes"]))
+        chosen = selection.choose_images(model, quantize(candidates), len(targets), resolved, quota)
         artifact |= {"noise": noise, "selected": chosen}
         # Fresh-noise images were asked for no class (-1): the hit rate counts only the kept batch's.
         asked = torch.cat([targets, torch.full((len(noise) - len(targets),), -1)])[chosen]
