@@ -6,17 +6,17 @@ import copy
 from pathlib import Path
 
 import pytest
-from kedro.config import OmegaConfigLoader
 
 from ideal_pipeline.parameter_schema import ParameterError, validate_parameters
-from ideal_pipeline.settings import CONFIG_LOADER_ARGS
+from ideal_pipeline.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def load_parameters(env: str = "local", runtime_params: dict | None = None) -> dict:
     """The run's parameters as `kedro run --env ENV --params ...` merges them."""
-    loader = OmegaConfigLoader(conf_source=str(CONF), env=env, runtime_params=runtime_params, **CONFIG_LOADER_ARGS)
+    # The project's loader: it resolves `${data_root:}` (globals.yml) itself, with no other test run before.
+    loader = CONFIG_LOADER_CLASS(conf_source=str(CONF), env=env, runtime_params=runtime_params, **CONFIG_LOADER_ARGS)
     return loader["parameters"]
 
 
