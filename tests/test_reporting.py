@@ -364,3 +364,8 @@ def test_the_suite_table_compares_one_setting_across_data_sets_and_victims(tmp_p
     reporting.write_markdown(tmp_path / "report.md", table_rows, [], "the command", True, list(rows.values()))
     text = (tmp_path / "report.md").read_text()
     assert "| defaults | 10,000 | 2 | 2 | 82.5 | 80.5 | fashion_mnist_idx / convnet (73.0) |" in text
+    # an environment that differs from conf/base in its data set and in g_steps names no suite row, though
+    # without its data set it is closer to the g_steps=10 runs than conf/base is
+    defaults["env other"] = {**defaults["defaults"], "data.source": "cifar10", "ideal.generator.g_steps": 10}
+    names = {r["settings"] for r in reporting.suite_rows(runs, defaults)}
+    assert names == {"defaults", "ideal.generator.g_steps=10"}

@@ -225,11 +225,10 @@ def suite_rows(runs: list[Run], defaults: References | None = None) -> list[dict
         cell = (method, run.params.get("data.source"), run.params.get("victim.architecture"))
         cells[cell + (run.metrics.get("queries_used"),)][run.params.get("ideal.seed")] = run
     kept = None
-    if defaults is not None:
-        kept = {
-            label: {k: v for k, v in flat.items() if not k.startswith(SUITE_PREFIXES)}
-            for label, flat in defaults.items()
-        }
+    if defaults is not None and BASE_REFERENCE in defaults:
+        # Named against conf/base only: without its data and victim settings, an environment's parameters
+        # (`env cifar10`) would name settings that never ran on its data set.
+        kept = {BASE_REFERENCE: {k: v for k, v in defaults[BASE_REFERENCE].items() if not k.startswith(SUITE_PREFIXES)}}
     names = describe(sorted({cell[0] for cell in cells}), kept)
     rows = []
     for (method, data, victim, queries), seeds in cells.items():
