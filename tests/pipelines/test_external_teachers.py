@@ -111,6 +111,9 @@ def teacher_server(fresh_copy):
     env = {**os.environ, "SERVER_TOKENS": TOKEN, "IDEAL_TEACHER_ADMIN_TOKEN": ADMIN}
     serve = [sys.executable, "-m", "ideal_pipeline.teacher.server.cli", "serve", "--model", str(fresh_copy / VICTIM)]
     serve += ["--port", str(port), "--input-shape", "1,28,28", "--token-env", "SERVER_TOKENS"]
+    # A state (idempotency keys, billing) of its own: the default is the user's, keyed by the model's
+    # fingerprint, and the test's victim is the same model every run, so its bill carried over between runs.
+    serve += ["--state-db", str(fresh_copy / "server-state.sqlite")]
     with open(fresh_copy / "server.log", "w") as log:
         server = subprocess.Popen(serve, env=env, stdout=log, stderr=log)
         try:
