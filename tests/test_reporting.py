@@ -295,8 +295,9 @@ def test_configurations_closer_to_a_kedro_environment_are_named_by_it(tmp_path):
     # g_steps 10 and 20 rounds is the cifar10 environment exactly; g_steps 20 differs from it by one
     # parameter as from conf/base, and conf/base wins a tie
     assert names == {"env cifar10", "ideal.rounds=20"}
+    # the suite table names settings against conf/base only (an environment's data set is left out there)
     suite = {r["settings"] for r in reporting.suite_rows(runs, defaults)}
-    assert suite == {"env cifar10", "ideal.rounds=20"}
+    assert suite == {"ideal.generator.g_steps=10, ideal.rounds=20", "ideal.rounds=20"}
 
 
 def test_a_record_that_is_not_one_is_a_clear_error(tmp_path):
