@@ -197,7 +197,6 @@ def _attempt(trial: Trial, ctx: SweepContext, paths: TrialPaths) -> dict[str, An
         env = ws.trial_environment(workspace, divisor, ctx.store, gpus)
         ws.copy_inputs(repo, workspace, list(ctx.copy), env, log)
         ws.set_parameters(workspace, trial)
-        python = sys.executable
         run_default_pipeline(workspace, env, log)
     from ideal_pipeline.reporting.runs import WHOLE_RUN, run_from_project
 
@@ -211,7 +210,7 @@ def _attempt(trial: Trial, ctx: SweepContext, paths: TrialPaths) -> dict[str, An
     # when a pathspec names an ignored file, and DVC's own .dvc/.gitignore ignores both.
     ws.git("add", "--all", "--", ".", cwd=workspace)
     ws.git("rm", "--cached", "-r", "-q", "--ignore-unmatch", "--", ".dvc/config.local", ".dvc/tmp", cwd=workspace)
-    save = [python, "-m", "dvc", "exp", "save", "--force", "-n", trial.name, "dvc.yaml"]
+    save = [sys.executable, "-m", "dvc", "exp", "save", "--force", "-n", trial.name, "dvc.yaml"]
     if not ws.git("ls-files", "dvc.lock", cwd=workspace):
         save += ["--include-untracked", "dvc.lock"]
     ws.run_logged(save, workspace, env, log, "dvc exp save")
