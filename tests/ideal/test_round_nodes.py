@@ -123,20 +123,45 @@ def test_with_a_quota_each_class_first_gives_its_share_and_what_it_cannot_give_g
         least_sure_by_class(probabilities, 4, torch.tensor([3, 1, 1]))
 
 
+def test_a_class_marked_likeliest_takes_the_rows_likeliest_to_be_it_whatever_they_are_predicted():
+    from ideal_pipeline.ideal.selection import least_sure_by_class
+
+    probabilities = torch.tensor(
+        [[0.9, 0.1, 0.0], [0.6, 0.4, 0.0], [0.7, 0.3, 0.0], [0.5, 0.4, 0.1], [0.2, 0.8, 0.0], [0.1, 0.1, 0.8]]
+    )
+    quota, rare = torch.tensor([0, 2, 0]), torch.tensor([False, True, False])
+    # by prediction class 1 has row 4 only, so its second image goes to the turns (row 3, then row 5)
+    assert least_sure_by_class(probabilities, 3, quota).tolist() == [3, 4, 5]
+    # likeliest to be class 1: row 4 (0.8), then row 1 (0.4, tied with row 3: the first), though row 1 is predicted 0
+    assert least_sure_by_class(probabilities, 3, quota, rare).tolist() == [1, 3, 4]
+    # the other classes' quota is filled as before from the rows left (class 0: least sure row 3)
+    assert least_sure_by_class(probabilities, 3, torch.tensor([1, 2, 0]), rare).tolist() == [1, 3, 4]
+    # two likeliest classes: the larger quota chooses first, and no row is taken twice
+    both = torch.tensor([False, True, True])
+    assert least_sure_by_class(probabilities, 4, torch.tensor([0, 2, 2]), both).tolist() == [1, 3, 4, 5]
+
+
 def test_a_round_with_a_target_quota_asks_the_selection_for_what_its_targets_ask(monkeypatch):
     from ideal_pipeline.ideal import selection
 
     quotas = []
     choose = selection.choose_images
-    monkeypatch.setattr(selection, "choose_images", lambda *args: quotas.append(args[4]) or choose(*args))
-    for quota in ("turns", "targets"):
+    monkeypatch.setattr(selection, "choose_images", lambda *args: quotas.append(args[4:]) or choose(*args))
+    for quota in ("turns", "targets", "rare_likeliest"):
         params = tiny_params(candidates=3, candidate_quota=quota)
         plan = {"method": "ideal", "budget_scope": "ideal/seed=0/run=test/", "planned_queries": 80}
         student, summary = initialize_student(plan, API, params["student"], params["seed"])
         args = (API, params["generator"], params["student"], params["batch_size"], params["seed"], COMPUTE)
         artifact, _ = nodes.train_generator(student, summary, *args)
-    assert quotas[0] is None
-    assert torch.equal(quotas[1], torch.bincount(artifact["targets"], minlength=10)) and int(quotas[1].sum()) == 20
+    assert quotas[0] == (None, None)
+    asked = torch.bincount(artifact["targets"], minlength=10)
+    assert torch.equal(quotas[1][0], asked) and int(asked.sum()) == 20 and quotas[1][1] is None
+    # the first round's steered targets are balanced (2 of each class): no class is asked more than its share
+    assert torch.equal(quotas[2][0], asked) and not quotas[2][1].any()
+    # once the teacher has given digit 9 least, the targets ask more of it, and its quota takes its likeliest
+    artifact, _ = nodes.train_generator(student, {**summary, "class_counts": [30] * 9 + [0]}, *args)
+    asked = torch.bincount(artifact["targets"], minlength=10)
+    assert int(asked[9]) > 2 and quotas[3][1].tolist() == [False] * 9 + [True]
 
 
 def test_a_round_with_candidates_buys_b_of_them_and_the_kept_batch_comes_out_as_it_was_scored():

@@ -5,7 +5,11 @@ noise first, then fresh noise) and the round buys labels for B of them: those th
 least sure of, its predicted classes taking turns so that no class the student believes in is left
 out (the filtering of QEDG and CaBaGE); or, with `generator.candidate_quota: targets`, each class
 first as many as the round's targets ask of it (steered towards the classes the teacher gave least),
-the rest in turns. Only the chosen images are sent; the ledger counts them.
+the rest in turns. With `generator.candidate_quota: rare_likeliest`, a class the targets ask more of than
+its balanced share gets the candidates the student finds *likeliest* to be it instead: the least sure
+images of a class the teacher rarely gives are the least likely to be labelled with it, so buying those
+starved it (MNIST with a LeNet victim: digit 9 got 2 labels of 10,000). Only the chosen images are sent;
+the ledger counts them.
 """
 
 from __future__ import annotations
@@ -33,12 +37,16 @@ def candidate_noise(kept_noise: torch.Tensor, candidates: int, seed: int) -> tor
     return torch.cat([kept_noise, extra.to(kept_noise.dtype)])
 
 
-def least_sure_by_class(probabilities: torch.Tensor, count: int, quota: torch.Tensor | None = None) -> torch.Tensor:
+def least_sure_by_class(
+    probabilities: torch.Tensor, count: int, quota: torch.Tensor | None = None, likeliest: torch.Tensor | None = None
+) -> torch.Tensor:
     """Indices (ascending) of `count` rows of (N, classes) probabilities: each predicted class in turn
     gives its least confident row not yet taken; a class with no rows left drops out of the turns.
 
     With `quota` (rows per class, summing to at most `count`), each predicted class first gives up to
     its quota of least confident rows, and the rows a class could not give are chosen in turns as above.
+    A class marked in `likeliest` (booleans per class) instead takes its quota first, of the rows with
+    its highest probability, whatever class they are predicted to be (the largest quota first).
     """
     if count > len(probabilities):
         raise ValueError(f"cannot choose {count} images from {len(probabilities)} candidates")
@@ -48,9 +56,17 @@ def least_sure_by_class(probabilities: torch.Tensor, count: int, quota: torch.Te
         return _in_turns(order, predicted, probabilities.shape[1])[:count].sort().values
     if int(quota.sum()) > count:
         raise ValueError(f"a quota of {int(quota.sum())} images does not fit the {count} to choose")
+    taken = torch.zeros(len(probabilities), dtype=torch.bool)
+    if likeliest is not None:
+        for k in torch.argsort(quota.masked_fill(~likeliest, -1), descending=True, stable=True)[: int(likeliest.sum())]:
+            likely = torch.argsort(probabilities[:, k].masked_fill(taken, -1.0), descending=True, stable=True)
+            taken[likely[: int(quota[k])]] = True
+        quota = quota.masked_fill(likeliest, 0)
+    order = order[~taken[order]]
     within = _rank_in_class(order, predicted, probabilities.shape[1]) < quota[predicted[order]]
     rest = _in_turns(order[~within], predicted, probabilities.shape[1])
-    return torch.cat([order[within], rest[: count - int(within.sum())]]).sort().values
+    left = count - int(taken.sum()) - int(within.sum())
+    return torch.cat([torch.nonzero(taken).flatten(), order[within], rest[:left]]).sort().values
 
 
 def _rank_in_class(order: torch.Tensor, predicted: torch.Tensor, classes: int) -> torch.Tensor:
@@ -67,13 +83,19 @@ def _in_turns(order: torch.Tensor, predicted: torch.Tensor, classes: int) -> tor
 
 @torch.no_grad()
 def choose_images(
-    student: nn.Module, images: torch.Tensor, count: int, compute: Compute, quota: torch.Tensor | None = None
+    student: nn.Module,
+    images: torch.Tensor,
+    count: int,
+    compute: Compute,
+    quota: torch.Tensor | None = None,
+    likeliest: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Which `count` of the uint8 candidate images (N, C, H, W) to buy labels for, by the student's view
-    (`quota`: images per predicted class, see `least_sure_by_class`)."""
+    (`quota`: images per class; `likeliest`: classes whose quota takes their likeliest images; see
+    `least_sure_by_class`)."""
     student = student.to(compute.device).eval()
     probabilities = []
     for chunk in images.split(SCORING_BATCH):
         with compute.autocast():
             probabilities.append(student(to_float(chunk.to(compute.device))).float().softmax(1).cpu())
-    return least_sure_by_class(torch.cat(probabilities), count, quota)
+    return least_sure_by_class(torch.cat(probabilities), count, quota, likeliest)

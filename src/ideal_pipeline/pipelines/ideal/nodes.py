@@ -54,10 +54,13 @@ def train_generator(
         candidates = generation.generate_images(
             result.state_dict, noise, settings, size, channels, resolved, batch_size=len(targets)
         )
-        quota = None
-        if settings.candidate_quota == "targets":
-            quota = torch.bincount(targets, minlength=int(teacher_api["num_classes"]))
-        chosen = selection.choose_images(model, quantize(candidates), len(targets), resolved, quota)
+        quota = likeliest = None
+        if settings.candidate_quota != "turns":
+            num_classes = int(teacher_api["num_classes"])
+            quota = torch.bincount(targets, minlength=num_classes)
+        if settings.candidate_quota == "rare_likeliest":
+            likeliest = quota * num_classes > len(targets)  # asked more than the balanced share
+        chosen = selection.choose_images(model, quantize(candidates), len(targets), resolved, quota, likeliest)
         artifact |= {"noise": noise, "selected": chosen}
         # Fresh-noise images were asked for no class (-1): the hit rate counts only the kept batch's.
         asked = torch.cat([targets, torch.full((len(noise) - len(targets),), -1)])[chosen]
