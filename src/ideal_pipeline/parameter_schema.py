@@ -111,6 +111,7 @@ class GeneratorParams(Section):
     betas: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)]
     entropy_weight: NonNegativeFloat
     entropy_form: Literal[ENTROPY_FORMS]  # type: ignore[valid-type]
+    diversity_weight: NonNegativeFloat
     target_sampling: Literal[TARGET_SAMPLINGS]  # type: ignore[valid-type]
     target_prior: PositiveFloat | Literal["auto"]
     target_cap: Annotated[float, Field(ge=1)] | None

@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from ideal_pipeline.ideal.losses import entropy_term, generator_loss
+from ideal_pipeline.compute import resolve_compute
+from ideal_pipeline.ideal.generation import generate_images, train_generator
+from ideal_pipeline.ideal.losses import entropy_term, generator_loss, same_class_similarity
 from ideal_pipeline.ideal.targets import balanced_targets, round_targets, steered_targets
 from ideal_pipeline.models.classifiers import build_classifier
 from ideal_pipeline.models.generator import Generator
@@ -120,6 +122,30 @@ def test_generator_loss_adds_weighted_entropy_to_cross_entropy():
     assert with_entropy.item() == pytest.approx(
         without.item() + 5.0 * entropy_term(logits, "per_sample").item(), rel=1e-5
     )
+
+
+def test_same_class_similarity_compares_only_images_asked_for_one_class():
+    images = torch.rand(4, 1, 8, 8)
+    copies = torch.cat([images[:2], images[:2]])
+    # rows 0 and 2 are one image, asked for class 0 both times; rows 1 and 3 likewise for class 1
+    assert same_class_similarity(copies, torch.tensor([0, 1, 0, 1])).item() == pytest.approx(1.0, abs=1e-5)
+    assert same_class_similarity(images, torch.tensor([0, 1, 2, 3])).item() == 0.0  # no class asked twice
+    opposite = torch.stack([images[0], 1 - images[0]])  # mirror images around the batch mean
+    assert same_class_similarity(opposite, torch.tensor([5, 5])).item() == pytest.approx(-1.0, abs=1e-5)
+
+
+def test_a_diversity_weight_makes_a_class_s_images_less_alike():
+    torch.manual_seed(0)
+    student = build_classifier("lenet", 1, 10, 28)
+    targets = torch.arange(10).repeat(4)
+    resolved = resolve_compute(settings("compute", device="cpu", num_threads=0, precision="fp32"))
+    similarity = {}
+    for weight in (0.0, 5.0):
+        generator = settings("ideal.generator", nz=16, ngf=8, g_steps=8, channels_last=False, diversity_weight=weight)
+        result = train_generator(student, targets, generator, 28, 1, 0, resolved)
+        images = generate_images(result.state_dict, result.noise, generator, 28, 1, resolved)
+        similarity[weight] = same_class_similarity(images, targets).item()
+    assert similarity[5.0] < similarity[0.0] - 0.05
 
 
 def test_crop_flip_keeps_shape_and_passes_gradients():

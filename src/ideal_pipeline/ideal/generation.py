@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ideal_pipeline.compute import Compute
-from ideal_pipeline.ideal.losses import generator_loss
+from ideal_pipeline.ideal.losses import generator_loss, same_class_similarity
 from ideal_pipeline.models.generator import Generator
 from ideal_pipeline.models.images import apply_crop_flip, crop_padding, draw_crop_flips
 from ideal_pipeline.parameter_schema import GeneratorParams
@@ -116,6 +116,8 @@ def train_generator(
             views = apply_crop_flip(images, crops[step]) if settings.augment else images
             logits = student(views)
             loss = generator_loss(logits, y, settings.entropy_weight, settings.entropy_form)
+            if settings.diversity_weight:
+                loss = loss + settings.diversity_weight * same_class_similarity(images, y)
         losses[step] = loss.detach()
         # The weights *before* this step's update produced the batch being scored.
         best.offer(losses[step])

@@ -24,6 +24,20 @@ def entropy_term(logits: torch.Tensor, form: str) -> torch.Tensor:
     return (mean_probs * torch.log(mean_probs.clamp_min(1e-12))).sum()
 
 
+def same_class_similarity(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cosine similarity between two images of the batch asked for the same class, each taken
+    as its difference from the batch's mean image (0 when no class is asked for twice).
+
+    A diversity term to *minimise*: the generator is paid for nothing by images that repeat one
+    another, and a collapsed class is the usual way a class stays rare."""
+    flat = images.flatten(1).float()
+    unit = F.normalize(flat - flat.mean(0, keepdim=True), dim=1)
+    same = (targets[:, None] == targets[None, :]).fill_diagonal_(False)
+    if not same.any():
+        return unit.new_zeros(())
+    return (unit @ unit.T)[same].mean()
+
+
 def generator_loss(
     logits: torch.Tensor, targets: torch.Tensor, entropy_weight: float, entropy_form: str
 ) -> torch.Tensor:
