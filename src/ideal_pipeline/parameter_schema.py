@@ -122,6 +122,7 @@ class GeneratorParams(Section):
     stop_at_hit_rate: Annotated[float, Field(gt=0, le=1)] | None
     candidates: PositiveInt
     candidate_quota: Literal["turns", "targets", "rare_likeliest"]
+    candidates_from_round: PositiveInt
 
 
 class DistillParams(Section):

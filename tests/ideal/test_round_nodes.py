@@ -189,3 +189,20 @@ def test_a_round_with_candidates_buys_b_of_them_and_the_kept_batch_comes_out_as_
     asked = torch.tensor(log["targets"])
     assert torch.equal(asked[from_kept_batch], plain["targets"][selected[from_kept_batch]])
     assert (asked[~from_kept_batch] == -1).all()
+
+
+def test_rounds_before_candidates_from_round_buy_their_generator_s_own_batch():
+    plan = {"method": "ideal", "budget_scope": "ideal/seed=0/run=test/", "planned_queries": 80}
+    params = tiny_params(candidates=3, candidates_from_round=2)
+    student, summary = initialize_student(plan, API, params["student"], params["seed"])
+    args = (API, params["generator"], params["student"], params["batch_size"], params["seed"], COMPUTE)
+    first, first_log = nodes.train_generator(student, summary, *args)
+    second, _ = nodes.train_generator(student, {**summary, "round": 1}, *args)
+    assert "selected" not in first and len(first["noise"]) == 20
+    assert first_log["targets"] == first["targets"].tolist()  # every image bought was asked for a class
+    assert len(second["noise"]) == 60 and len(second["selected"]) == 20
+    plain, _ = nodes.train_generator(
+        student, summary, *(args[:1] + (tiny_params(candidates=1)["generator"],) + args[2:])
+    )
+    images = materialize_synthetic(first, API, params["generator"], False, COMPUTE)
+    assert torch.equal(images, materialize_synthetic(plain, API, params["generator"], False, COMPUTE))

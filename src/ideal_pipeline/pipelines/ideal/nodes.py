@@ -34,7 +34,8 @@ def train_generator(
 
     Fresh each round (IDEAL), or, with `generator.reinitialize: false`, continued from the
     previous round's kept generator. With `generator.candidates` above 1, the kept generator also
-    makes the candidates the round chooses its images from (`ideal.selection`), with no query.
+    makes the candidates the round chooses its images from (`ideal.selection`), with no query, from
+    round `generator.candidates_from_round` on: an earlier round buys its generator's own batch.
     """
     resolved = resolve_compute(compute)
     round_index = next_round(previous_summary)
@@ -49,7 +50,7 @@ def train_generator(
     )
     artifact = generator_artifact(result.state_dict, result.noise, result.targets)
     asked = targets
-    if settings.candidates > 1:
+    if settings.candidates > 1 and round_index >= settings.candidates_from_round:
         noise = selection.candidate_noise(result.noise, settings.candidates, round_seed(seed, round_index))
         candidates = generation.generate_images(
             result.state_dict, noise, settings, size, channels, resolved, batch_size=len(targets)
