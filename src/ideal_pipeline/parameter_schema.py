@@ -121,7 +121,7 @@ class GeneratorParams(Section):
     reinitialize: bool
     stop_at_hit_rate: Annotated[float, Field(gt=0, le=1)] | None
     candidates: PositiveInt
-    candidate_quota: Literal["turns", "targets", "rare_likeliest"]
+    candidate_quota: Literal["turns", "targets", "rare_likeliest", "rescue"]
     candidates_from_round: PositiveInt
 
 

@@ -164,6 +164,25 @@ def test_a_round_with_a_target_quota_asks_the_selection_for_what_its_targets_ask
     assert int(asked[9]) > 2 and quotas[3][1].tolist() == [False] * 9 + [True]
 
 
+def test_a_rescue_quota_goes_only_to_classes_given_under_half_their_share(monkeypatch):
+    from ideal_pipeline.ideal import selection
+
+    quotas = []
+    choose = selection.choose_images
+    monkeypatch.setattr(selection, "choose_images", lambda *args: quotas.append(args[4:]) or choose(*args))
+    params = tiny_params(candidates=3, candidate_quota="rescue")
+    plan = {"method": "ideal", "budget_scope": "ideal/seed=0/run=test/", "planned_queries": 80}
+    student, summary = initialize_student(plan, API, params["student"], params["seed"])
+    args = (API, params["generator"], params["student"], params["batch_size"], params["seed"], COMPUTE)
+    # of 97 labels a class's balanced share is 9.7: class 8 has 5 (not under half), class 9 has 4 (under)
+    artifact, _ = nodes.train_generator(student, {**summary, "class_counts": [11] * 8 + [5, 4]}, *args)
+    quota, starving = quotas[0]
+    assert starving.tolist() == [False] * 9 + [True]
+    assert quota.tolist() == [0] * 9 + [int((artifact["targets"] == 9).sum())] and int(quota[9]) > 2
+    nodes.train_generator(student, summary, *args)  # no label yet: no class is starving, all in turns
+    assert not quotas[1][1].any() and not quotas[1][0].any()
+
+
 def test_a_round_with_candidates_buys_b_of_them_and_the_kept_batch_comes_out_as_it_was_scored():
     plan = {"method": "ideal", "budget_scope": "ideal/seed=0/run=test/", "planned_queries": 80}
     rounds = {}
