@@ -181,6 +181,8 @@ def test_a_rescue_quota_goes_only_to_classes_given_under_half_their_share(monkey
     assert quota.tolist() == [0] * 9 + [int((artifact["targets"] == 9).sum())] and int(quota[9]) > 2
     nodes.train_generator(student, summary, *args)  # no label yet: no class is starving, all in turns
     assert not quotas[1][1].any() and not quotas[1][0].any()
+    with pytest.raises(ValueError, match="unknown candidate_quota 'even'"):
+        selection.candidate_quota("even", artifact["targets"], [0] * 10)
 
 
 def test_a_round_with_candidates_buys_b_of_them_and_the_kept_batch_comes_out_as_it_was_scored():

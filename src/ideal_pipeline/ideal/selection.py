@@ -8,8 +8,9 @@ first as many as the round's targets ask of it (steered towards the classes the 
 the rest in turns. With `generator.candidate_quota: rare_likeliest`, a class the targets ask more of than
 its balanced share gets the candidates the student finds *likeliest* to be it instead: the least sure
 images of a class the teacher rarely gives are the least likely to be labelled with it, so buying those
-starved it (MNIST with a LeNet victim: digit 9 got 2 labels of 10,000). Only the chosen images are sent;
-the ledger counts them.
+starved it (MNIST with a LeNet victim: digit 9 got 2 labels of 10,000). `rescue` keeps the turns and
+does that only for a class given under half its share of the labels so far. Only the chosen images are
+sent; the ledger counts them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,24 @@ def candidate_noise(kept_noise: torch.Tensor, candidates: int, seed: int) -> tor
     shape = ((candidates - 1) * len(kept_noise), kept_noise.shape[1])
     extra = torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
     return torch.cat([kept_noise, extra.to(kept_noise.dtype)])
+
+
+def candidate_quota(mode: str, targets: torch.Tensor, class_counts: list[int]) -> tuple[torch.Tensor | None, ...]:
+    """The images per class a round buys first (`quota`), and the classes whose quota takes the candidates
+    likeliest to be them rather than the least sure (`likeliest`), by `generator.candidate_quota`
+    (None: no quota, no such class)."""
+    if mode == "turns":
+        return None, None
+    counts = torch.tensor(class_counts)
+    asked = torch.bincount(targets, minlength=len(counts))
+    if mode == "targets":
+        return asked, None
+    if mode == "rare_likeliest":
+        return asked, asked * len(counts) > len(targets)  # asked more than the balanced share
+    if mode == "rescue":
+        starving = counts * 2 * len(counts) < counts.sum()  # under half the balanced share of the labels
+        return asked.masked_fill(~starving, 0), starving
+    raise ValueError(f"unknown candidate_quota {mode!r}: turns, targets, rare_likeliest or rescue")
 
 
 def least_sure_by_class(

@@ -55,7 +55,9 @@ def train_generator(
         candidates = generation.generate_images(
             result.state_dict, noise, settings, size, channels, resolved, batch_size=len(targets)
         )
-        quota, likeliest = _candidate_quota(settings.candidate_quota, targets, previous_summary["class_counts"])
+        quota, likeliest = selection.candidate_quota(
+            settings.candidate_quota, targets, previous_summary["class_counts"]
+        )
         chosen = selection.choose_images(model, quantize(candidates), len(targets), resolved, quota, likeliest)
         artifact |= {"noise": noise, "selected": chosen}
         # Fresh-noise images were asked for no class (-1): the hit rate counts only the kept batch's.
@@ -69,18 +71,3 @@ def train_generator(
         "targets": asked.tolist(),
     }
     return artifact, log
-
-
-def _candidate_quota(mode: str, targets: torch.Tensor, class_counts: list[int]) -> tuple[torch.Tensor | None, ...]:
-    """The images per class a round buys first, and the classes that take the candidates likeliest to be
-    them rather than the least sure (`generator.candidate_quota`; None: no quota, no such class)."""
-    if mode == "turns":
-        return None, None
-    counts = torch.tensor(class_counts)
-    asked = torch.bincount(targets, minlength=len(counts))
-    if mode == "targets":
-        return asked, None
-    if mode == "rare_likeliest":
-        return asked, asked * len(counts) > len(targets)  # asked more than the balanced share
-    starving = counts * 2 * len(counts) < counts.sum()  # rescue: under half the balanced share of the labels
-    return asked.masked_fill(~starving, 0), starving
