@@ -116,6 +116,8 @@ def _short(value_json: str) -> str:
 # joined with: a run that predates one of them ran with that value, not with today's default.
 JOINED_WITH = {
     "ideal.generator.candidates": 1,  # 4 since 2026-12-07, chosen on the victim suite
+    "ideal.generator.candidate_quota": "turns",  # rescue since 2026-12-07 (noon), chosen on the victim suite
+    "ideal.generator.candidates_from_round": 1,  # 2 since 2026-12-07 (noon), with rescue
 }
 
 
