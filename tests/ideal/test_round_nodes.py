@@ -35,10 +35,19 @@ def generator_weights(artifact):
     }
 
 
-def two_rounds_of_generators(params):
+def first_round(params):
+    """A fresh student, its summary before round 1, and `train_generator`'s other arguments."""
     plan = {"method": "ideal", "budget_scope": "ideal/seed=0/run=test/", "planned_queries": 80}
     student, summary = initialize_student(plan, API, params["student"], params["seed"])
-    args = (API, params["generator"], params["student"], params["batch_size"], params["seed"], COMPUTE)
+    return (
+        student,
+        summary,
+        (API, params["generator"], params["student"], params["batch_size"], params["seed"], COMPUTE),
+    )
+
+
+def two_rounds_of_generators(params):
+    student, summary, args = first_round(params)
     first, _ = nodes.train_generator(student, summary, *args)
     second, _ = nodes.train_generator(student, {**summary, "round": 1}, *args, copy.deepcopy(first))
     alone, _ = nodes.train_generator(student, {**summary, "round": 1}, *args)
@@ -151,9 +160,7 @@ def test_a_round_with_a_target_quota_asks_the_selection_for_what_its_targets_ask
     monkeypatch.setattr(selection, "choose_images", lambda *args: quotas.append(args[4:]) or choose(*args))
     for quota in ("turns", "targets", "rare_likeliest"):
         params = tiny_params(candidates=3, candidate_quota=quota)
-        plan = {"method": "ideal", "budget_scope": "ideal/seed=0/run=test/", "planned_queries": 80}
-        student, summary = initialize_student(plan, API, params["student"], params["seed"])
-        args = (API, params["generator"], params["student"], params["batch_size"], params["seed"], COMPUTE)
+        student, summary, args = first_round(params)
         artifact, _ = nodes.train_generator(student, summary, *args)
     assert quotas[0] == (None, None)
     asked = torch.bincount(artifact["targets"], minlength=10)
@@ -173,9 +180,7 @@ def test_a_rescue_quota_goes_only_to_classes_given_under_half_their_share(monkey
     choose = selection.choose_images
     monkeypatch.setattr(selection, "choose_images", lambda *args: quotas.append(args[4:]) or choose(*args))
     params = tiny_params(candidates=3, candidate_quota="rescue")
-    plan = {"method": "ideal", "budget_scope": "ideal/seed=0/run=test/", "planned_queries": 80}
-    student, summary = initialize_student(plan, API, params["student"], params["seed"])
-    args = (API, params["generator"], params["student"], params["batch_size"], params["seed"], COMPUTE)
+    student, summary, args = first_round(params)
     # of 97 labels a class's balanced share is 9.7: class 8 has 5 (not under half), class 9 has 4 (under)
     artifact, _ = nodes.train_generator(student, {**summary, "class_counts": [11] * 8 + [5, 4]}, *args)
     quota, starving = quotas[0]
