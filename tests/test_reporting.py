@@ -2,12 +2,14 @@
 
 import json
 import math
+import shutil
 from dataclasses import replace
 
 import pandas as pd
 import pytest
 
 from ideal_pipeline import reporting
+from tests.conftest import run_kedro
 
 
 def metrics(accuracy, queries=10_000, **extra):
@@ -119,6 +121,16 @@ def test_a_project_run_is_read_through_the_config_loader(ran_project):
         sum(sum(steps.values()) for stage, steps in run.timing.items() if stage != "kedro_run") <= whole["wall_seconds"]
     )
     json.dumps(run.params)
+
+
+def test_a_project_run_is_named_by_the_params_it_ran_with_not_by_conf_alone(ran_project, tmp_path, monkeypatch):
+    """A copy that ran `kedro run --params ...` (benchmarks/README, without DVC) is reported with them."""
+    project = tmp_path / "project"
+    shutil.copytree(ran_project, project)
+    monkeypatch.chdir(project)
+    assert reporting.run_from_project(project, env="test").params["evaluate.grid_per_class"] == 3  # conf/test
+    run_kedro(project, pipeline_names=["evaluate"], runtime_params={"evaluate": {"grid_per_class": 2}})
+    assert reporting.run_from_project(project, env="test").params["evaluate.grid_per_class"] == 2
 
 
 def test_a_seed_run_twice_counts_once_the_later_run_kept():

@@ -53,12 +53,15 @@ LOADER_ARGS = {
 _ONE_LOADER_AT_A_TIME = threading.Lock()
 
 
-def parameters_from_conf(project_path: Path | None = None, env: str | None = None) -> dict[str, Any]:
-    """The parameters as `kedro run --env ENV` reads them (`base` alone: only conf/base)."""
+def parameters_from_conf(
+    project_path: Path | None = None, env: str | None = None, runtime_params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The parameters as `kedro run --env ENV --params ...` reads them (`base` alone: only conf/base)."""
     with _ONE_LOADER_AT_A_TIME:
         loader = ProjectConfigLoader(
             conf_source=str((project_path or Path.cwd()) / "conf"),
             env=env or os.environ.get("KEDRO_ENV"),
+            runtime_params=runtime_params,
             **LOADER_ARGS,
         )
         return loader["parameters"]

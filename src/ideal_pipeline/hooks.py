@@ -175,7 +175,8 @@ class NodeTimingHook:
 
     Writes `<data>/08_reporting/timing/<stage>.json` ({step: seconds summed over rounds}, DVC metrics
     of that stage) from a per-node record (`timing/nodes/<stage>.json`), and `timing/kedro_run.json`
-    (the last whole run: wall, node and overhead seconds). A partial run (`--nodes`,
+    (the last whole run: wall, node and overhead seconds, and its `--params`, which the report needs to
+    name the run by what it ran with, not by conf/ alone). A partial run (`--nodes`,
     `--namespaces`, ...) replaces only its own nodes' seconds and leaves the whole-run record alone.
     """
 
@@ -185,6 +186,7 @@ class NodeTimingHook:
         self._seconds: dict[str, float] = {}
         self._run_started = 0.0
         self._partial = False
+        self._runtime_params: dict = {}
 
     @hook_impl
     def after_context_created(self, context) -> None:
@@ -195,6 +197,7 @@ class NodeTimingHook:
         self._run_started = time.perf_counter()
         self._seconds.clear()
         self._partial = any(run_params.get(key) for key in PARTIAL_RUN_OPTIONS)
+        self._runtime_params = run_params.get("runtime_params") or {}
 
     @hook_impl
     def before_node_run(self, node) -> None:
@@ -243,5 +246,6 @@ class NodeTimingHook:
             "node_seconds": round(nodes, 3),
             "kedro_overhead_seconds": round(wall - nodes, 3),
             "stages": stages,
+            "runtime_params": self._runtime_params,
         }
         (self._folder / "kedro_run.json").write_text(json.dumps(run, indent=1))

@@ -92,8 +92,8 @@ def runs_from_dvc(repo: Path) -> list[Run]:
 
 
 def run_from_project(project: Path, env: str | None = None) -> Run:
-    """A project copy after `kedro run --env ENV`: parameters through the project's own config loader,
-    results from that environment's data folder."""
+    """A project copy after `kedro run --env ENV [--params ...]`: parameters through the project's own
+    config loader with the last whole run's `--params` over them, results from that environment's data folder."""
     data = project / data_root(env)
     metrics_path = data / Path(METRICS).relative_to(DATA)
     if not metrics_path.is_file():
@@ -102,14 +102,17 @@ def run_from_project(project: Path, env: str | None = None) -> Run:
     timing_dir = data / Path(TIMING).relative_to(DATA)
     timing = {p.stem: json.loads(p.read_text()) for p in timing_dir.glob("*.json") if p.stem != WHOLE_RUN}
     # kedro_run.json holds the whole run's seconds, not one stage's steps: its wall clock becomes a row
-    # of its own. Only a project copy has it (git ignores it, so DVC experiments do not carry it).
-    whole_run = timing_dir / f"{WHOLE_RUN}.json"
-    if whole_run.is_file():
-        timing[WHOLE_RUN] = {WALL: json.loads(whole_run.read_text())["wall_seconds"]}
+    # of its own, and its `--params` go over conf/. Only a project copy has it (git ignores it, so DVC
+    # experiments do not carry it; their parameters are in their commits).
+    whole_run_path = timing_dir / f"{WHOLE_RUN}.json"
+    whole_run = json.loads(whole_run_path.read_text()) if whole_run_path.is_file() else {}
+    if whole_run:
+        timing[WHOLE_RUN] = {WALL: whole_run["wall_seconds"]}
+    params = parameters_from_conf(project, env, whole_run.get("runtime_params"))
     metrics = json.loads(metrics_path.read_text())
     return Run(
         project.name,
-        resolved_compute(flatten(parameters_from_conf(project, env)), metrics),
+        resolved_compute(flatten(params), metrics),
         metrics,
         json.loads(baselines.read_text()) if baselines.is_file() else {},
         timing,
