@@ -418,3 +418,6 @@ def test_settings_are_paired_with_the_defaults_on_the_same_cells_seeds_budget_an
     reporting.write_markdown(tmp_path / "report.md", [], [], "cmd", True, reporting.suite_rows(runs, defaults), pairs)
     text = (tmp_path / "report.md").read_text()
     assert "| 10,000 | 4 | 2 | +2.0 | [-1.2, +5.2] | 3 / 1 | +2.0 | 0.50x |" in text
+    written = reporting.write_report(runs, tmp_path / "out", "cmd", defaults)
+    assert written["pairs_png"].read_bytes().startswith(b"\x89PNG")
+    assert "pairs_png" not in reporting.write_report(runs, tmp_path / "unnamed", "cmd", None)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -99,6 +100,7 @@ def write_markdown(
                 "Each settings against the defaults, pair by pair: the same data set, victim, seed and budget run both",
                 "ways on one processor and precision. Differences in validation accuracy, points (95% interval of the",
                 "mean difference, Student's t); time: the settings' wall clock over the defaults', summed over the pairs.",
+                "Each pair as a dot: `suite_pairs.png`.",
                 "",
                 "| settings | against | queries | pairs | cells | validation difference | 95% interval | wins / losses "
                 + "| test difference | time |",
@@ -171,6 +173,41 @@ def plot(rows: list[dict], path: Path) -> None:
     figure.savefig(path)
 
 
+def plot_pairs(pairs: list[dict], path: Path) -> None:
+    """Each settings' paired differences from the defaults in validation accuracy: one dot per pair,
+    coloured by its cell (data set / victim), the mean with its 95% interval, 0 marked: a lever that
+    wins on average by losing a cell shows it here."""
+    from matplotlib.figure import Figure
+
+    cells = sorted({c for p in pairs for c in p["pair_cells"]})
+    colors = {c: f"C{i % 10}" for i, c in enumerate(cells)}
+    # Settings' names run to 200 characters: wrapped, so the axis keeps the figure's width.
+    labels = [textwrap.fill(f"{p['settings']} ({p['pairs']} pairs, time {_ratio(p['wall_ratio'])})", 70) for p in pairs]
+    lines = sum(label.count("\n") + 1 for label in labels)
+    figure = Figure(figsize=(10.5, 2.4 + 0.16 * lines + 0.12 * len(pairs)), dpi=110)
+    axes = figure.subplots()
+    axes.axvline(0, color="black", lw=0.8)
+    for y, p in enumerate(pairs):
+        if not math.isnan(p["validation_difference_ci_low"]):
+            interval = [100 * p["validation_difference_ci_low"], 100 * p["validation_difference_ci_high"]]
+            axes.plot(interval, [y, y], color="tab:blue", lw=2, alpha=0.5)
+        axes.plot(100 * p["validation_difference_mean"], y, "o", color="tab:blue", ms=7)
+        for difference, cell in zip(p["validation_differences"], p["pair_cells"]):
+            axes.plot(100 * difference, y + 0.2, ".", color=colors[cell], ms=6)
+    for cell, color in colors.items():
+        axes.plot([], [], ".", color=color, label=cell)
+    figure.legend(fontsize=6, loc="lower center", ncol=3, frameon=False)
+    axes.set_yticks(range(len(pairs)), labels, fontsize=7)
+    axes.set_xlabel(
+        "validation accuracy minus the defaults', points: mean (dot), 95% interval (bar), pairs", fontsize=8
+    )
+    axes.invert_yaxis()
+    axes.grid(axis="x", alpha=0.3)
+    figure.suptitle("Settings against the defaults on the same cells and seeds", fontsize=9)
+    figure.tight_layout(rect=(0, 0.6 / figure.get_figheight(), 1, 1))  # the legend's room below
+    figure.savefig(path)
+
+
 def write_report(runs: list[Run], out_dir: Path, command: str, defaults: References | None = None) -> dict[str, Path]:
     import pandas as pd
 
@@ -186,5 +223,8 @@ def write_report(runs: list[Run], out_dir: Path, command: str, defaults: Referen
     pd.DataFrame(rows).to_csv(paths["csv"], index=False)
     suite, pairs = suite_rows(runs, defaults), suite_pairs(runs, defaults)
     write_markdown(paths["md"], rows, timings, command, defaults is not None, suite, pairs)
+    if pairs:
+        paths["pairs_png"] = out_dir / "suite_pairs.png"
+        plot_pairs(pairs, paths["pairs_png"])
     plot(rows, paths["png"])
     return paths

@@ -310,6 +310,8 @@ def suite_pairs(runs: list[Run], defaults: References | None = None) -> list[dic
                 "queries": common[0][2],
                 "pairs": len(common),
                 "cells": len({p[:3] for p in common}),
+                "validation_differences": differences,
+                "pair_cells": [f"{data} / {victim}" for data, victim, _, _ in common],
                 "validation_difference_mean": stats["mean"],
                 "validation_difference_ci_low": stats["ci_low"],
                 "validation_difference_ci_high": stats["ci_high"],
