@@ -101,6 +101,7 @@ class VictimApiParams(Section):
 
 class StudentParams(Section):
     architecture: Architecture
+    rival: bool
 
 
 class GeneratorParams(Section):
@@ -112,6 +113,7 @@ class GeneratorParams(Section):
     entropy_weight: NonNegativeFloat
     entropy_form: Literal[ENTROPY_FORMS]  # type: ignore[valid-type]
     diversity_weight: NonNegativeFloat
+    disagreement_weight: NonNegativeFloat
     target_sampling: Literal[TARGET_SAMPLINGS]  # type: ignore[valid-type]
     target_prior: PositiveFloat | Literal["auto"]
     target_cap: Annotated[float, Field(ge=1)] | None
@@ -177,6 +179,15 @@ class IdealParams(Section):
                 f"the run plans {planned} queries (rounds {self.rounds} x batch_size {self.batch_size}"
                 f"{' x 2 mirrors' if self.label_mirrors else ''}), over teacher_access.max_queries="
                 f"{self.teacher_access.max_queries}: raise max_queries or plan fewer rounds"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _disagreement_needs_a_rival(self) -> IdealParams:
+        if self.generator.disagreement_weight and not self.student.rival:
+            raise ValueError(
+                "generator.disagreement_weight pays the generator for images two students disagree on: "
+                "set student.rival: true (a second student distilled beside the first) or the weight to 0"
             )
         return self
 

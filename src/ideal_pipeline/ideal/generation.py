@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ideal_pipeline.compute import Compute
-from ideal_pipeline.ideal.losses import generator_loss, same_class_similarity
+from ideal_pipeline.ideal.losses import disagreement, generator_loss, same_class_similarity
 from ideal_pipeline.models.generator import Generator
 from ideal_pipeline.models.images import apply_crop_flip, crop_padding, draw_crop_flips
 from ideal_pipeline.parameter_schema import GeneratorParams
@@ -79,6 +79,7 @@ def train_generator(
     seed: int,
     compute: Compute,
     initial_state: dict[str, torch.Tensor] | None = None,
+    rival: nn.Module | None = None,
 ) -> GeneratorResult:
     """Train a generator so the frozen student labels its images as `targets`.
 
@@ -88,7 +89,8 @@ def train_generator(
     `generate_images` must re-run the kept generator with the same `compute` (its precision) to
     give back the batch that was scored. Stopping at `settings.stop_at_hit_rate` (the share of
     the batch the student already labels as its targets) ends a round whose later steps would
-    buy no coverage.
+    buy no coverage. With a `rival` student, the generator is also paid `settings.disagreement_weight`
+    times the two students' disagreement on its images (DisGUIDE's signal).
     """
     padding = crop_padding(settings.crop_padding, image_size)
     device = compute.device
@@ -100,8 +102,10 @@ def train_generator(
     generator = _to_format(generator, settings.channels_last)
     generator.to(device).train()
     student = _to_format(student, settings.channels_last).to(device).eval()
-    for parameter in student.parameters():
-        parameter.requires_grad_(False)
+    if rival is not None:
+        rival = _to_format(rival, settings.channels_last).to(device).eval()
+    for model in (m for m in (student, rival) if m is not None):
+        model.requires_grad_(False)
     optimizer = torch.optim.Adam(generator.parameters(), lr=settings.lr, betas=tuple(settings.betas))
     noise = torch.randn(len(targets), settings.nz, generator=rng)
     crops = draw_crop_flips(settings.g_steps, len(targets), padding, rng).to(device) if settings.augment else None
@@ -118,6 +122,8 @@ def train_generator(
             loss = generator_loss(logits, y, settings.entropy_weight, settings.entropy_form)
             if settings.diversity_weight:
                 loss = loss + settings.diversity_weight * same_class_similarity(images, y)
+            if rival is not None:
+                loss = loss - settings.disagreement_weight * disagreement(logits, rival(views))
         losses[step] = loss.detach()
         # The weights *before* this step's update produced the batch being scored.
         best.offer(losses[step])

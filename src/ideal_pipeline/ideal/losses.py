@@ -38,6 +38,13 @@ def same_class_similarity(images: torch.Tensor, targets: torch.Tensor) -> torch.
     return (unit @ unit.T)[same].mean()
 
 
+def disagreement(logits: torch.Tensor, rival_logits: torch.Tensor) -> torch.Tensor:
+    """Mean total variation distance between two students' predicted distributions, in [0, 1]: a term to
+    *maximise*. DisGUIDE's signal (the spread of its clones' predictions; with two clones their standard
+    deviation per class is half this distance's per-class terms)."""
+    return 0.5 * (F.softmax(logits.float(), dim=1) - F.softmax(rival_logits.float(), dim=1)).abs().sum(dim=1).mean()
+
+
 def generator_loss(
     logits: torch.Tensor, targets: torch.Tensor, entropy_weight: float, entropy_form: str
 ) -> torch.Tensor:

@@ -12,9 +12,10 @@ import json
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
-from ideal_pipeline.compute import resolve_compute, signature
+from ideal_pipeline.compute import Compute, resolve_compute, signature
 from ideal_pipeline.datasets.labelled_pool_dataset import LabelledPool
 from ideal_pipeline.ideal.distillation import distill, round_learning_rate
 from ideal_pipeline.ideal.generation import generate_images
@@ -22,9 +23,11 @@ from ideal_pipeline.models.images import quantize
 from ideal_pipeline.models.students import (
     AVERAGE_PREFIX,
     MOMENTUM_PREFIX,
+    RIVAL_PREFIX,
     build_student,
     input_shape,
     load_student,
+    split_rival,
     state_to_tensors,
 )
 from ideal_pipeline.parameter_schema import (
@@ -52,6 +55,15 @@ def samples_per_round(batch_size: int, label_mirrors: bool) -> int:
 def round_seed(seed: int, round_index: int) -> int:
     """The seed of one round of a run: distinct per round and per run seed, the same on every rerun."""
     return seed * 100_003 + round_index
+
+
+# The rival student's seeds (`student.rival`): a stream of their own, numpy's SeedSequence of (this tag, the
+# student's seed), so the rival neither starts nor draws its batches as the student does.
+RIVAL_STREAM = 0x21FA1
+
+
+def rival_seed(seed: int) -> int:
+    return int(np.random.SeedSequence([RIVAL_STREAM, seed]).generate_state(1)[0])
 
 
 def next_round(previous_summary: dict[str, Any]) -> int:
@@ -95,9 +107,15 @@ def plan_queries(
 def initialize_student(
     query_plan: dict[str, Any], teacher_api: dict[str, Any], student: StudentParams, seed: int
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Round 0: a randomly initialised student and an empty pool."""
+    """Round 0: a randomly initialised student (and its rival, with `student.rival`) and an empty pool."""
     torch.manual_seed(seed)
     model = build_student(student.architecture, teacher_api)
+    state = state_to_tensors(model)
+    if student.rival:
+        torch.manual_seed(rival_seed(seed))
+        state |= {
+            RIVAL_PREFIX + k: v for k, v in state_to_tensors(build_student(student.architecture, teacher_api)).items()
+        }
     summary = {
         "method": query_plan["method"],
         "budget_scope": query_plan["budget_scope"],
@@ -107,7 +125,7 @@ def initialize_student(
         "planned_queries": query_plan["planned_queries"],
         "class_counts": [0] * int(teacher_api["num_classes"]),
     }
-    return state_to_tensors(model), summary
+    return state, summary
 
 
 def label_with_teacher(
@@ -170,7 +188,8 @@ def distill_student(
     The earlier rounds' samples come from the pool (read once per process); this round's are
     the node's own inputs. With `keep_optimizer`, SGD's momentum travels with the student, as
     the reference code's one optimiser for the whole run does; with `weight_average`, so does the
-    moving average of its weights.
+    moving average of its weights. With `student.rival`, the rival is distilled as the student is, on the
+    same pool, with its own seed.
     """
     round_index = next_round(previous_summary)
     earlier_images, earlier_labels = labelled_pool.load(round_index - 1)
@@ -180,21 +199,24 @@ def distill_student(
             f"{round_index - 1}'s summary says {previous_summary['pool_size']}: rerun the earlier rounds"
         )
     labels = torch.cat([earlier_labels, teacher_labels])
-    model = load_student(student.architecture, teacher_api, student_state)
+    images = torch.cat([earlier_images, synthetic_images])
     lr = round_learning_rate(settings, round_index, rounds)
-    momentum = {k.removeprefix(MOMENTUM_PREFIX): v for k, v in student_state.items() if k.startswith(MOMENTUM_PREFIX)}
-    average = {k.removeprefix(AVERAGE_PREFIX): v for k, v in student_state.items() if k.startswith(AVERAGE_PREFIX)}
-    losses = distill(
-        model,
-        torch.cat([earlier_images, synthetic_images]),
-        labels,
-        settings,
-        seed=round_seed(seed, round_index),
-        compute=resolve_compute(compute),
-        momentum=momentum if settings.keep_optimizer else None,
-        lr=lr,
-        average=average,
+    resolved = resolve_compute(compute)
+    own, rival = split_rival(student_state)
+    distilled, losses = _distill_artifact(
+        own, images, labels, teacher_api, settings, student, round_seed(seed, round_index), resolved, lr
     )
+    if student.rival:
+        if not rival:
+            raise ValueError(
+                f"student.rival is on but round {round_index - 1}'s student has no rival: "
+                "rerun the method from its initialize_student node"
+            )
+        rival_round_seed = rival_seed(round_seed(seed, round_index))
+        rival, _ = _distill_artifact(
+            rival, images, labels, teacher_api, settings, student, rival_round_seed, resolved, lr
+        )
+        distilled |= {RIVAL_PREFIX + k: v for k, v in rival.items()}
     counts = torch.tensor(previous_summary["class_counts"]) + torch.bincount(
         teacher_labels, minlength=len(previous_summary["class_counts"])
     )
@@ -213,9 +235,38 @@ def distill_student(
         "generator_loss": image_source_log.get("best_loss"),
         "generator_steps": image_source_log.get("generator_steps"),
     }
+    return distilled, summary
+
+
+def _distill_artifact(
+    state: Weights,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    teacher_api: Card,
+    settings: DistillParams,
+    student: StudentParams,
+    seed: int,
+    compute: Compute,
+    lr: float,
+) -> tuple[Weights, list[float]]:
+    """One student artifact (weights, momentum, moving average) distilled on the pool; its losses."""
+    model = load_student(student.architecture, teacher_api, state)
+    momentum = {k.removeprefix(MOMENTUM_PREFIX): v for k, v in state.items() if k.startswith(MOMENTUM_PREFIX)}
+    average = {k.removeprefix(AVERAGE_PREFIX): v for k, v in state.items() if k.startswith(AVERAGE_PREFIX)}
+    losses = distill(
+        model,
+        images,
+        labels,
+        settings,
+        seed=seed,
+        compute=compute,
+        momentum=momentum if settings.keep_optimizer else None,
+        lr=lr,
+        average=average,
+    )
     kept = {MOMENTUM_PREFIX + k: v for k, v in momentum.items()} if settings.keep_optimizer else {}
     kept |= {AVERAGE_PREFIX + k: v for k, v in average.items()}
-    return {**state_to_tensors(model.cpu()), **kept}, summary
+    return {**state_to_tensors(model.cpu()), **kept}, losses
 
 
 def materialize_synthetic(

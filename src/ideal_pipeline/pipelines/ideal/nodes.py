@@ -13,7 +13,7 @@ from ideal_pipeline.compute import resolve_compute
 from ideal_pipeline.ideal import generation, selection
 from ideal_pipeline.ideal.targets import round_targets
 from ideal_pipeline.models.images import quantize
-from ideal_pipeline.models.students import input_shape, load_student
+from ideal_pipeline.models.students import input_shape, load_student, split_rival
 from ideal_pipeline.parameter_schema import ComputeParams, GeneratorParams, StudentParams
 from ideal_pipeline.rounds.nodes import Card, Summary, Weights, generator_artifact, next_round, round_seed
 
@@ -36,17 +36,22 @@ def train_generator(
     previous round's kept generator. With `generator.candidates` above 1, the kept generator also
     makes the candidates the round chooses its images from (`ideal.selection`), with no query, from
     round `generator.candidates_from_round` on: an earlier round buys its generator's own batch.
+    With `generator.disagreement_weight`, the generator is also paid for images the student and its
+    rival (`student.rival`, carried in the student's artifact) disagree on.
     """
     resolved = resolve_compute(compute)
     round_index = next_round(previous_summary)
     channels, size, _ = input_shape(teacher_api)
     model = load_student(student.architecture, teacher_api, student_state)
+    rival = (
+        _rival(student.architecture, teacher_api, student_state, round_index) if settings.disagreement_weight else None
+    )
     targets = round_targets(settings, batch_size, previous_summary["class_counts"])
     initial_state = None
     if previous_generator is not None:
         initial_state = {k.removeprefix("state."): v for k, v in previous_generator.items() if k.startswith("state.")}
     result = generation.train_generator(
-        model, targets, settings, size, channels, round_seed(seed, round_index), resolved, initial_state
+        model, targets, settings, size, channels, round_seed(seed, round_index), resolved, initial_state, rival
     )
     artifact = generator_artifact(result.state_dict, result.noise, result.targets)
     asked = targets
@@ -71,3 +76,13 @@ def train_generator(
         "targets": asked.tolist(),
     }
     return artifact, log
+
+
+def _rival(architecture: str, teacher_api: Card, student_state: Weights, round_index: int) -> torch.nn.Module:
+    _, rival = split_rival(student_state)
+    if not rival:
+        raise ValueError(
+            f"generator.disagreement_weight needs the student's rival, but round {round_index - 1}'s student has "
+            "none: rerun the method from its initialize_student node with student.rival: true"
+        )
+    return load_student(architecture, teacher_api, rival)
