@@ -8,6 +8,7 @@ from torch import nn
 from ideal_pipeline.compute import CPU
 from ideal_pipeline.ideal.generation import generate_images, train_generator
 from ideal_pipeline.ideal.losses import disagreement
+from ideal_pipeline.ideal.selection import choose_images
 from ideal_pipeline.models.students import RIVAL_PREFIX, load_student, split_rival
 from ideal_pipeline.parameter_schema import ParameterError, validate_parameters
 from ideal_pipeline.pipelines.ideal import nodes as ideal_nodes
@@ -48,6 +49,25 @@ def test_a_generator_paid_for_disagreement_makes_images_the_two_students_disagre
         with torch.no_grad():
             spread[weight] = disagreement(student(images), rival(images)).item()
     assert spread[20.0] > spread[0.0] + 0.2  # measured: 0.19 without the term, 0.64 with it
+
+
+class ByImage(nn.Module):
+    """Logits looked up by the image's index, which is its pixel value."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = torch.tensor(logits)
+
+    def forward(self, x):
+        return self.logits[(x.flatten(1)[:, 0] * 255).round().long()]
+
+
+def test_with_a_rival_the_images_the_two_students_disagree_on_count_as_unsure():
+    images = torch.arange(4, dtype=torch.uint8).view(4, 1, 1, 1).expand(4, 1, 2, 2).contiguous()
+    student = ByImage([[4.0, 0.0], [5.0, 0.0], [5.0, 0.0], [5.0, 0.0]])  # least sure of image 0
+    rival = ByImage([[4.0, 0.0], [5.0, 0.0], [0.0, 5.0], [5.0, 0.0]])  # disagrees on image 2
+    assert choose_images(student, images, 1, CPU).tolist() == [0]
+    assert choose_images(student, images, 1, CPU, rival=rival).tolist() == [2]
 
 
 def test_the_rival_starts_elsewhere_learns_from_the_same_labels_and_stays_out_of_the_student():

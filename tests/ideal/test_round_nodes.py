@@ -157,7 +157,7 @@ def test_a_round_with_a_target_quota_asks_the_selection_for_what_its_targets_ask
 
     quotas = []
     choose = selection.choose_images
-    monkeypatch.setattr(selection, "choose_images", lambda *args: quotas.append(args[4:]) or choose(*args))
+    monkeypatch.setattr(selection, "choose_images", lambda *args, **kw: quotas.append(args[4:]) or choose(*args, **kw))
     for quota in ("turns", "targets", "rare_likeliest"):
         params = tiny_params(candidates=3, candidate_quota=quota)
         student, summary, args = first_round(params)
@@ -178,7 +178,7 @@ def test_a_rescue_quota_goes_only_to_classes_given_under_half_their_share(monkey
 
     quotas = []
     choose = selection.choose_images
-    monkeypatch.setattr(selection, "choose_images", lambda *args: quotas.append(args[4:]) or choose(*args))
+    monkeypatch.setattr(selection, "choose_images", lambda *args, **kw: quotas.append(args[4:]) or choose(*args, **kw))
     params = tiny_params(candidates=3, candidate_quota="rescue")
     student, summary, args = first_round(params)
     # of 97 labels a class's balanced share is 9.7: class 8 has 5 (not under half), class 9 has 4 (under)

@@ -9,8 +9,9 @@ the rest in turns. With `generator.candidate_quota: rare_likeliest`, a class the
 its balanced share gets the candidates the student finds *likeliest* to be it instead: the least sure
 images of a class the teacher rarely gives are the least likely to be labelled with it, so buying those
 starved it (MNIST with a LeNet victim: digit 9 got 2 labels of 10,000). `rescue` keeps the turns and
-does that only for a class given under half its share of the labels so far. Only the chosen images are
-sent; the ledger counts them.
+does that only for a class given under half its share of the labels so far. With a rival student
+(`student.rival`), "sure" is the two students' mean prediction. Only the chosen images are sent; the
+ledger counts them.
 """
 
 from __future__ import annotations
@@ -108,13 +109,17 @@ def choose_images(
     compute: Compute,
     quota: torch.Tensor | None = None,
     likeliest: torch.Tensor | None = None,
+    rival: nn.Module | None = None,
 ) -> torch.Tensor:
     """Which `count` of the uint8 candidate images (N, C, H, W) to buy labels for, by the student's view
     (`quota`: images per class; `likeliest`: classes whose quota takes their likeliest images; see
-    `least_sure_by_class`)."""
-    student = student.to(compute.device).eval()
+    `least_sure_by_class`). With a `rival` student, by the two students' mean prediction: an image they
+    disagree on is one neither is sure of (query by committee)."""
+    committee = [m.to(compute.device).eval() for m in (student, rival) if m is not None]
     probabilities = []
     for chunk in images.split(SCORING_BATCH):
+        batch = to_float(chunk.to(compute.device))
         with compute.autocast():
-            probabilities.append(student(to_float(chunk.to(compute.device))).float().softmax(1).cpu())
+            predictions = [model(batch).float().softmax(1) for model in committee]
+        probabilities.append(torch.stack(predictions).mean(0).cpu())
     return least_sure_by_class(torch.cat(probabilities), count, quota, likeliest)

@@ -36,22 +36,30 @@ def train_generator(
     previous round's kept generator. With `generator.candidates` above 1, the kept generator also
     makes the candidates the round chooses its images from (`ideal.selection`), with no query, from
     round `generator.candidates_from_round` on: an earlier round buys its generator's own batch.
-    With `generator.disagreement_weight`, the generator is also paid for images the student and its
-    rival (`student.rival`, carried in the student's artifact) disagree on.
+    With `student.rival`, the student's rival (carried in its artifact) joins the choice among candidates
+    (their mean prediction) and, with `generator.disagreement_weight`, the generator is also paid for
+    images the two disagree on.
     """
     resolved = resolve_compute(compute)
     round_index = next_round(previous_summary)
     channels, size, _ = input_shape(teacher_api)
     model = load_student(student.architecture, teacher_api, student_state)
-    rival = (
-        _rival(student.architecture, teacher_api, student_state, round_index) if settings.disagreement_weight else None
-    )
+    needs_rival = student.rival or settings.disagreement_weight
+    rival = _rival(student.architecture, teacher_api, student_state, round_index) if needs_rival else None
     targets = round_targets(settings, batch_size, previous_summary["class_counts"])
     initial_state = None
     if previous_generator is not None:
         initial_state = {k.removeprefix("state."): v for k, v in previous_generator.items() if k.startswith("state.")}
     result = generation.train_generator(
-        model, targets, settings, size, channels, round_seed(seed, round_index), resolved, initial_state, rival
+        model,
+        targets,
+        settings,
+        size,
+        channels,
+        round_seed(seed, round_index),
+        resolved,
+        initial_state,
+        rival if settings.disagreement_weight else None,
     )
     artifact = generator_artifact(result.state_dict, result.noise, result.targets)
     asked = targets
@@ -63,7 +71,9 @@ def train_generator(
         quota, likeliest = selection.candidate_quota(
             settings.candidate_quota, targets, previous_summary["class_counts"]
         )
-        chosen = selection.choose_images(model, quantize(candidates), len(targets), resolved, quota, likeliest)
+        chosen = selection.choose_images(
+            model, quantize(candidates), len(targets), resolved, quota, likeliest, rival=rival
+        )
         artifact |= {"noise": noise, "selected": chosen}
         # Fresh-noise images were asked for no class (-1): the hit rate counts only the kept batch's.
         asked = torch.cat([targets, torch.full((len(noise) - len(targets),), -1)])[chosen]
@@ -82,7 +92,7 @@ def _rival(architecture: str, teacher_api: Card, student_state: Weights, round_i
     _, rival = split_rival(student_state)
     if not rival:
         raise ValueError(
-            f"generator.disagreement_weight needs the student's rival, but round {round_index - 1}'s student has "
-            "none: rerun the method from its initialize_student node with student.rival: true"
+            f"round {round_index - 1}'s student has no rival (student.rival, which generator.disagreement_weight "
+            "needs): rerun the method from its initialize_student node with student.rival: true"
         )
     return load_student(architecture, teacher_api, rival)
