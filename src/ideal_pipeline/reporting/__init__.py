@@ -9,6 +9,7 @@ wall-clock table inside the Markdown.
 
 - `runs`: the runs, from `dvc exp show --json`, from project copies and from the run record;
 - `statistics`: configurations, their names, and mean, std and 95% interval over seeds;
+- `suite`: the victim suite, its scores and each setting paired with the defaults;
 - `render`: the Markdown table, the CSV and the plot;
 - `cli`: the command line.
 """
@@ -32,13 +33,11 @@ from ideal_pipeline.reporting.runs import (
 from ideal_pipeline.reporting.statistics import (
     by_configuration,
     describe,
-    suite_pairs,
-    suite_rows,
-    suite_scores,
     summarize,
     table_rows,
     timing_rows,
 )
+from ideal_pipeline.reporting.suite import suite_pairs, suite_rows, suite_scores
 
 __all__ = [
     "BASELINE_METRICS",

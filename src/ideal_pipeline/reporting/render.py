@@ -12,12 +12,10 @@ from ideal_pipeline.reporting.runs import Run
 from ideal_pipeline.reporting.statistics import (
     IDEAL_ROWS,
     References,
-    suite_pairs,
-    suite_rows,
-    suite_scores,
     table_rows,
     timing_rows,
 )
+from ideal_pipeline.reporting.suite import suite_pairs, suite_rows, suite_scores
 
 
 def _percent(value: float) -> str:
