@@ -5,7 +5,7 @@
     python benchmarks/speed.py --compare /tmp/before.json benchmarks/results/speed.json --out /tmp/before_after
 
 Stages, at the defaults of conf/base/parameters_ideal.yml and the teacher's batch size:
-- generation: generator steps/s, B 250, ngf 64, 28x28x1, LeNet student; one `train_generator`
+- generation: generator steps/s, B 250, conf/base's width (ngf), 28x28x1, LeNet student; one `train_generator`
   call of --generator-steps steps, its set-up included (as in a round);
 - distillation: samples/s, one pass of a LeNet student over 5,000 pooled uint8 images, batch 250;
 - victim_training: samples/s, one epoch of the ConvNet teacher over 2,560 images, batch 128;
