@@ -117,9 +117,10 @@ def test_a_project_run_is_read_through_the_config_loader(ran_project):
         (ran_project / "data/envs/test" / reporting.TIMING.removeprefix("data/") / "kedro_run.json").read_text()
     )
     assert run.timing["kedro_run"] == {"wall clock of the whole run": whole["wall_seconds"]}
-    assert (
-        sum(sum(steps.values()) for stage, steps in run.timing.items() if stage != "kedro_run") <= whole["wall_seconds"]
-    )
+    # Other tests rerun single nodes of this project (the stage files then hold each node's newest time),
+    # so it is the whole run's own record that must add up within its wall clock.
+    assert set(whole["stages"]) <= set(run.timing)
+    assert sum(whole["stages"].values()) <= whole["wall_seconds"]
     json.dumps(run.params)
 
 

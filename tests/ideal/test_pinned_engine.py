@@ -30,10 +30,14 @@ from ideal_pipeline.models.training import predict, train_classifier
 from tests.conftest import settings
 from tests.ideal import legacy_engine
 
+# lr 1e-3: the recording's (conf/base's until the half-width generator became the default).
+RECORDED_GENERATOR_SETTINGS = {"nz": 16, "ngf": 8, "g_steps": 5, "lr": 0.001}
 GENERATOR_CASES = {
-    "channels_last": settings("ideal.generator", nz=16, ngf=8, g_steps=5, channels_last=True),
-    "contiguous": settings("ideal.generator", nz=16, ngf=8, g_steps=5, channels_last=False),
-    "no_augment": settings("ideal.generator", nz=16, ngf=8, g_steps=5, augment=False, entropy_form="per_sample_sum"),
+    "channels_last": settings("ideal.generator", **RECORDED_GENERATOR_SETTINGS, channels_last=True),
+    "contiguous": settings("ideal.generator", **RECORDED_GENERATOR_SETTINGS, channels_last=False),
+    "no_augment": settings(
+        "ideal.generator", **RECORDED_GENERATOR_SETTINGS, augment=False, entropy_form="per_sample_sum"
+    ),
 }
 
 # The old loops' settings: one plain pass per epoch, a fresh optimiser (what the recording ran).
