@@ -153,6 +153,31 @@ def test_a_seed_run_twice_counts_once_the_later_run_kept():
     assert final["seeds"] == 2 and final["test_mean"] == pytest.approx(0.65)
 
 
+def test_a_seed_run_on_another_victim_instance_is_another_run_and_pairs_stay_within_one():
+    # The same victim parameters trained twice (other threads or code) are two black boxes: their
+    # teacher accuracies differ, and a later run of seed 0 on the second must not replace the first.
+    def run(seed, accuracy, teacher, g_steps=20, finished="2026-12-01"):
+        params = {"ideal.seed": seed, "ideal.generator.g_steps": g_steps, "ideal.rounds": 20}
+        timing = {reporting.runs.WHOLE_RUN: {reporting.runs.WALL: 100.0}}
+        name = f"r{seed}-{teacher}-{g_steps}-{finished}"
+        return reporting.Run(name, params, metrics(accuracy, teacher_accuracy=teacher), {}, timing, finished)
+
+    runs = [run(0, 0.76, 0.9169), run(1, 0.78, 0.9169), run(0, 0.72, 0.9177, finished="2026-12-02")]
+    rows = {r["row"]: r for r in reporting.table_rows(runs)}
+    assert rows["IDEAL, final student"]["seeds"] == 3
+    assert rows["IDEAL, final student"]["test_mean"] == pytest.approx((0.76 + 0.78 + 0.72) / 3)
+    rerun = run(0, 0.74, 0.9177, finished="2026-12-03")  # the same seed on the same victim: replaces
+    rows = {r["row"]: r for r in reporting.table_rows(runs + [rerun])}
+    assert rows["IDEAL, final student"]["test_mean"] == pytest.approx((0.76 + 0.78 + 0.74) / 3)
+
+    # a lever's seed 0 on the second victim pairs with the default's seed 0 there, not on the first
+    lever = run(0, 0.75, 0.9177, g_steps=10, finished="2026-12-04")
+    defaults = {"defaults": {"ideal.generator.g_steps": 20, "ideal.rounds": 100}}
+    (paired,) = reporting.suite_pairs(runs + [lever], defaults)
+    assert paired["pairs"] == 1
+    assert paired["validation_difference_mean"] == pytest.approx(0.75 - 0.72)
+
+
 def test_only_finished_experiments_and_the_checked_out_commits_run_count_older_metrics_skipped():
     old_commit_run = {
         "timestamp": "2026-11-27T01:00:00",

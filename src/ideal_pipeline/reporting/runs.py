@@ -33,6 +33,16 @@ class Run:
     timing: dict[str, dict[str, float]] = field(default_factory=dict)
     finished: str = ""  # ISO time the run's results were recorded: a later run of a seed replaces an earlier one
 
+    @property
+    def seed(self) -> tuple[Any, Any]:
+        """What makes two runs of one configuration the same run: the seed and the black box it copied.
+
+        The same victim parameters trained with another thread count or code are another black box
+        (3-4 points apart on every seed, docs/results.md 2026-12-07 late night); its accuracy on the test
+        set tells instances apart, so a rerun replaces a run only on the same victim, and pairs stay within one.
+        """
+        return self.params.get("ideal.seed"), self.metrics.get("teacher_accuracy")
+
 
 def resolved_compute(params: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
     """`compute.device` / `compute.precision` as the run resolved them ("auto" means different

@@ -146,8 +146,8 @@ def by_configuration(runs: list[Run], defaults: References | None = None) -> dic
     """The runs grouped into configurations (their seeds), each named by what sets it apart."""
     groups: dict[tuple, dict[Any, Run]] = defaultdict(dict)
     assumed = predated_values(defaults)
-    for run in sorted(runs, key=lambda r: r.finished):  # one run per seed: the latest of a seed counts
-        groups[configuration(run, assumed)][run.params.get("ideal.seed")] = run
+    for run in sorted(runs, key=lambda r: r.finished):  # one run per seed and victim: the latest counts
+        groups[configuration(run, assumed)][run.seed] = run
     names = describe(list(groups), defaults)
     return {names[config]: list(seeds.values()) for config, seeds in groups.items()}
 
