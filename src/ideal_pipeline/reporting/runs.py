@@ -31,10 +31,10 @@ class Run:
     metrics: dict[str, Any]
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
     timing: dict[str, dict[str, float]] = field(default_factory=dict)
-    finished: str = ""  # ISO time the run's results were recorded: a later run of a seed replaces an earlier one
+    finished: str = ""  # ISO time the run's results were recorded: the later of a seed_on_victim counts
 
     @property
-    def seed(self) -> tuple[Any, Any]:
+    def seed_on_victim(self) -> tuple[Any, Any]:
         """What makes two runs of one configuration the same run: the seed and the black box it copied.
 
         The same victim parameters trained with another thread count or code are another black box

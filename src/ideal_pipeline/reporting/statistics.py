@@ -147,7 +147,7 @@ def by_configuration(runs: list[Run], defaults: References | None = None) -> dic
     groups: dict[tuple, dict[Any, Run]] = defaultdict(dict)
     assumed = predated_values(defaults)
     for run in sorted(runs, key=lambda r: r.finished):  # one run per seed and victim: the latest counts
-        groups[configuration(run, assumed)][run.seed] = run
+        groups[configuration(run, assumed)][run.seed_on_victim] = run
     names = describe(list(groups), defaults)
     return {names[config]: list(seeds.values()) for config, seeds in groups.items()}
 

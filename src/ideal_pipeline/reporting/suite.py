@@ -27,14 +27,14 @@ SUITE_PREFIXES = ("data.", "victim.", "victim_api.")
 
 def _suite_cells(runs: list[Run], defaults: References | None) -> tuple[dict[tuple, dict[Any, Run]], dict]:
     """The runs by (method settings, data set, victim, queries) and seed, the latest of a seed on one
-    victim instance counting (`Run.seed`), and the settings' names against conf/base's (without its
+    victim instance counting (`Run.seed_on_victim`), and the settings' names against conf/base's (without its
     data and victim settings)."""
     cells: dict[tuple, dict[Any, Run]] = defaultdict(dict)
     assumed = predated_values(defaults)
     for run in sorted(runs, key=lambda r: r.finished):
         method = tuple((k, v) for k, v in configuration(run, assumed) if not k.startswith(SUITE_PREFIXES))
         cell = (method, run.params.get("data.source"), run.params.get("victim.architecture"))
-        cells[cell + (run.metrics.get("queries_used"),)][run.seed] = run
+        cells[cell + (run.metrics.get("queries_used"),)][run.seed_on_victim] = run
     kept = None
     if defaults is not None and BASE_REFERENCE in defaults:
         # Named against conf/base only: without its data and victim settings, an environment's parameters
