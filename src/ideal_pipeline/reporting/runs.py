@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -42,6 +44,14 @@ class Run:
         set tells instances apart, so a rerun replaces a run only on the same victim, and pairs stay within one.
         """
         return self.params.get("ideal.seed"), self.metrics.get("teacher_accuracy")
+
+
+def latest_by_seed(runs: list[Run], group: Callable[[Run], Any]) -> dict[Any, dict[Any, Run]]:
+    """The runs by `group(run)` and then by `Run.seed_on_victim`, the latest run of each counting."""
+    groups: dict[Any, dict[Any, Run]] = defaultdict(dict)
+    for run in sorted(runs, key=lambda r: r.finished):
+        groups[group(run)][run.seed_on_victim] = run
+    return groups
 
 
 def resolved_compute(params: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections import defaultdict
 from typing import Any
 
-from ideal_pipeline.reporting.runs import RESOLVED, Run
+from ideal_pipeline.reporting.runs import RESOLVED, Run, latest_by_seed
 
 # Parameters that do not make a different configuration: the seed is what we average over; the
 # budget cap and request size change what may be spent, not what is learned; which baselines ran
@@ -144,10 +143,8 @@ def compute_label(params: dict[str, Any]) -> str:
 
 def by_configuration(runs: list[Run], defaults: References | None = None) -> dict[str, list[Run]]:
     """The runs grouped into configurations (their seeds), each named by what sets it apart."""
-    groups: dict[tuple, dict[Any, Run]] = defaultdict(dict)
     assumed = predated_values(defaults)
-    for run in sorted(runs, key=lambda r: r.finished):  # one run per seed and victim: the latest counts
-        groups[configuration(run, assumed)][run.seed_on_victim] = run
+    groups = latest_by_seed(runs, lambda run: configuration(run, assumed))
     names = describe(list(groups), defaults)
     return {names[config]: list(seeds.values()) for config, seeds in groups.items()}
 

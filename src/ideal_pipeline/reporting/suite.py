@@ -9,7 +9,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from ideal_pipeline.reporting.runs import RESOLVED, WALL, WHOLE_RUN, Run
+from ideal_pipeline.reporting.runs import RESOLVED, WALL, WHOLE_RUN, Run, latest_by_seed
 from ideal_pipeline.reporting.statistics import (
     BASE_REFERENCE,
     NOT_CONFIGURATION,
@@ -29,12 +29,14 @@ def _suite_cells(runs: list[Run], defaults: References | None) -> tuple[dict[tup
     """The runs by (method settings, data set, victim, queries) and seed, the latest of a seed on one
     victim instance counting (`Run.seed_on_victim`), and the settings' names against conf/base's (without its
     data and victim settings)."""
-    cells: dict[tuple, dict[Any, Run]] = defaultdict(dict)
     assumed = predated_values(defaults)
-    for run in sorted(runs, key=lambda r: r.finished):
+
+    def cell(run: Run) -> tuple:
         method = tuple((k, v) for k, v in configuration(run, assumed) if not k.startswith(SUITE_PREFIXES))
-        cell = (method, run.params.get("data.source"), run.params.get("victim.architecture"))
-        cells[cell + (run.metrics.get("queries_used"),)][run.seed_on_victim] = run
+        data, victim = run.params.get("data.source"), run.params.get("victim.architecture")
+        return method, data, victim, run.metrics.get("queries_used")
+
+    cells = latest_by_seed(runs, cell)
     kept = None
     if defaults is not None and BASE_REFERENCE in defaults:
         # Named against conf/base only: without its data and victim settings, an environment's parameters
